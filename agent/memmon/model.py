@@ -145,6 +145,13 @@ class MemorySample:
             return None
         return 100.0 * self.target_bytes / self.effective_limit_bytes
 
+    @property
+    def available_bytes(self) -> int | None:
+        """The guide's ``available_mb``: headroom to the limit when a cgroup limit applies, else host available."""
+        if self.limit_source == "cgroup" and self.target_bytes is not None:
+            return max(0, self.effective_limit_bytes - self.target_bytes)
+        return None if self.host is None else self.host.available_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class ComponentStatus:

@@ -1,0 +1,281 @@
+"""The wiring: Settings -> samplers -> evaluator -> alert manager, store and history. The only module that
+knows every stage. ``ProductionMemoryMonitor`` is the guide's library entry point.
+
+Threads: sampling and evaluation run in one worker thread (file reads never block the event loop); SQLite runs in
+another (one connection, so every store call is serialised in submission order). Everything else runs on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from memmon.actions.gc import GcAction
+from memmon.alerting.manager import AlertManager
+from memmon.config import Settings, load_settings
+from memmon.evaluation.evaluator import Evaluator
+from memmon.evaluation.rules import ThresholdRule, ThresholdSet
+from memmon.history import HistoryRing
+from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, TargetKind
+from memmon.recorder import StoreRecorder, history_point
+from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
+from memmon.sampling.host import HostSampler
+from memmon.sampling.pressure import PressureSampler
+from memmon.sampling.process import ProcessSampler
+from memmon.sampling.snapshot import SnapshotSampler
+from memmon.schedule import FixedRateLoop
+from memmon.store import MemoryStore
+from memmon.telemetry import Telemetry
+
+T = TypeVar("T")
+log = logging.getLogger("memmon.monitor")
+
+
+def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
+    """The samplers the settings ask for: target processes, their (or the given) cgroup, host and pressure."""
+    target = settings.target
+    process = ProcessSampler(target.pids, target.match, gc_objects_every=settings.monitoring.gc_objects_every)
+    cgroup_locate: Callable[[], Any]
+    if target.cgroup:
+        path = target.cgroup
+        cgroup_locate = lambda: cgroup_at(path)  # noqa: E731 - a retried locator, re-resolved until it exists
+    elif target.unit:
+        unit = target.unit
+        cgroup_locate = lambda: cgroup_of_unit(unit)  # noqa: E731
+    else:
+        # The cgroup of the first target process: in a container, its limit is the one that kills.
+        cgroup_locate = lambda: locate_cgroup_of(process.pids[0] if process.pids else "self")  # noqa: E731
+    cgroup = CgroupSampler(locate=cgroup_locate)
+    try:
+        location = cgroup_locate()
+    except Exception:  # resolved again at every check until it appears
+        location = None
+    kind = TargetKind.CGROUP if target.kind == "cgroup" else TargetKind.PROCESS
+    label = f"cgroup:{target.cgroup or target.unit}" if kind is TargetKind.CGROUP else process.label
+    snapshot = SnapshotSampler(
+        process=process,
+        cgroup=cgroup,
+        host=HostSampler(),
+        pressure=PressureSampler.for_cgroup(location),
+        target_kind=kind,
+        target_label=label,
+    )
+    return snapshot, process
+
+
+def build_thresholds(settings: Settings) -> ThresholdSet:
+    """The four threshold families of the config, levels that are unset left out."""
+    thresholds = settings.thresholds
+    return ThresholdSet(
+        memory_mb=thresholds.mb_thresholds(),
+        memory_percent=thresholds.percent_thresholds(),
+        system_percent=thresholds.system_thresholds(),
+        swap_percent=thresholds.swap_thresholds(),
+    )
+
+
+class ProductionMemoryMonitor:
+    """Samples, grades and records memory at a fixed rate; the guide's ``ProductionMemoryMonitor``.
+
+    ``ProductionMemoryMonitor(config_path)`` validates the config at once (``ConfigError`` on a bad one);
+    ``await start_monitoring()`` opens the store and starts the check loop; ``await stop_monitoring()`` stops it,
+    flushes the store and closes it. Custom handlers: ``monitor.alert_manager.add_handler(fn)``.
+    """
+
+    def __init__(
+        self,
+        config_path: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sampler: SnapshotSampler | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or load_settings(config_path, overrides=overrides)
+        self.clock = clock
+        self.monotonic = monotonic
+        self.telemetry = Telemetry()
+        self._process: ProcessSampler | None
+        if sampler is None:
+            sampler, self._process = build_sampler(self.settings)
+        else:
+            self._process = sampler.process
+        self.sampler = sampler
+        self.evaluator = Evaluator(
+            ThresholdRule(build_thresholds(self.settings)),
+            resolve_margin_ratio=self.settings.thresholds.resolve_margin_ratio,
+            min_duration_seconds=self.settings.thresholds.min_duration_seconds,
+            clock=clock,
+        )
+        self.alert_manager = AlertManager(self.telemetry)
+        self.history = HistoryRing(self.settings.monitoring.history_size)
+        storage = self.settings.storage
+        self.store = MemoryStore(
+            Path(storage.state_dir),
+            retention_seconds=storage.retention_hours * 3600,
+            alert_retention_seconds=storage.alert_retention_hours * 3600,
+            clock=clock,
+        )
+        self._sample_pool = ThreadPoolExecutor(1, thread_name_prefix="memmon-sample")
+        self.recorder = StoreRecorder(
+            self.store, self.telemetry, flush_interval=storage.flush_interval_seconds
+        )
+        self.gc_action = GcAction(self.telemetry, monotonic=monotonic, clock=clock)
+        self.latest: Evaluation | None = None
+        self.started_at: float | None = None
+        self._started_monotonic: float | None = None
+        self._loop: FixedRateLoop | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._check_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start_monitoring(self) -> None:
+        """Open the store (raises ``StoreError``), restore the previous run's state, start the check loop."""
+        if self._loop_task is not None:
+            return
+        active, recent = await self.recorder.open(self.settings.monitoring.history_size)
+        self.evaluator.restore(active)
+        for point in recent:
+            self.history.append(point)
+        self.started_at = self.clock()
+        self._started_monotonic = self.monotonic()
+        performance = self.settings.performance
+        self._loop = FixedRateLoop(
+            self.check_now,
+            self.settings.monitoring.check_interval,
+            overrun_after=performance.max_monitoring_time_seconds,
+            on_overrun=lambda _duration, _skipped: self.telemetry.check_overruns.inc(),
+            on_error=lambda _exc: self.telemetry.check_failures.inc(),
+            monotonic=self.monotonic,
+        )
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop.run(), name="memmon-check-loop")
+        self.recorder.start()
+        log.info(
+            "monitoring %s every %gs (state in %s)",
+            self.sampler.target_label,
+            self.settings.monitoring.check_interval,
+            self.store.path,
+        )
+
+    async def stop_monitoring(self, wait_seconds: float = 4.0) -> None:
+        """Stop the loop, let handlers finish briefly, flush and close the store. Idempotent."""
+        if self._loop is None or self._loop_task is None:
+            return
+        self._loop.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
+        except TimeoutError:
+            self._loop_task.cancel()
+        await self.alert_manager.drain(wait_seconds / 4)
+        await self.recorder.close()
+        self._sample_pool.shutdown(wait=False, cancel_futures=True)
+        self._loop = None
+        self._loop_task = None
+
+    @property
+    def monitoring_active(self) -> bool:
+        """True while the check loop runs."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def uptime_seconds(self) -> float:
+        """Seconds since :meth:`start_monitoring` (0 before)."""
+        return 0.0 if self._started_monotonic is None else self.monotonic() - self._started_monotonic
+
+    # -- the check ---------------------------------------------------------------------------------------------
+
+    async def check_now(self) -> Evaluation:
+        """One full check: sample and evaluate in the worker thread, then publish and record on the loop."""
+        async with self._check_lock:
+            evaluation, seconds = await self._in_pool(self._sample_and_evaluate)
+            self.telemetry.checks.inc()
+            self.telemetry.check_duration.observe(seconds)
+            self.latest = evaluation
+            point = history_point(evaluation, seconds)
+            self.history.append(point)
+            self.recorder.add_point(point)
+            if evaluation.transitions:
+                self.recorder.add_alerts(evaluation.transitions)
+                self.alert_manager.publish(evaluation.transitions)
+            if evaluation.level != evaluation.previous_level:
+                self._log_level_change(evaluation)
+            return evaluation
+
+    def _sample_and_evaluate(self) -> tuple[Evaluation, float]:
+        started = time.perf_counter()
+        evaluation = self.evaluator.evaluate(self.sampler.sample())
+        return evaluation, time.perf_counter() - started
+
+    async def _in_pool(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._sample_pool, fn)
+
+    def _log_level_change(self, evaluation: Evaluation) -> None:
+        worst = max(evaluation.components, key=lambda c: c.level, default=None)
+        reason = worst.reason if worst is not None and evaluation.level > Level.OK else "all components ok"
+        log_level = logging.INFO if evaluation.level < evaluation.previous_level else logging.WARNING
+        log.log(
+            log_level if evaluation.level > Level.OK else logging.INFO,
+            "memory level %s -> %s: %s",
+            evaluation.previous_level.label,
+            evaluation.level.label,
+            reason,
+            extra={"level": evaluation.level.label, "previous_level": evaluation.previous_level.label},
+        )
+
+    # -- what the health API reads -----------------------------------------------------------------------------
+
+    @property
+    def level(self) -> Level:
+        """The current overall level."""
+        return self.evaluator.level
+
+    @property
+    def degraded(self) -> tuple[Degradation, ...]:
+        """Sources that failed in the latest check, plus the store when it is failing."""
+        sampled = self.latest.sample.degraded if self.latest is not None else ()
+        store_problem = self.recorder.problem
+        return (*sampled, Degradation("store", store_problem)) if store_problem else sampled
+
+    def is_live(self) -> bool:
+        """The check loop runs and finished a check recently (within ``server.live_stale_seconds``)."""
+        if not self.monitoring_active or self._loop is None:
+            return False
+        last = self._loop.last_completed or self._started_monotonic or 0.0
+        return self.monotonic() - last <= self.settings.live_stale_seconds
+
+    def is_ready(self) -> bool:
+        """A first sample exists and the level is not one configured to shed load."""
+        return self.latest is not None and self.level not in self.settings.server.ready_fail_level_set
+
+    def active_alerts(self) -> tuple[Alert, ...]:
+        """Alerts firing now."""
+        return self.evaluator.active_alerts()
+
+    async def history_since(self, since: float) -> list[HistoryPoint]:
+        """Samples since ``since`` (epoch seconds): from the ring when it covers the window, else from SQLite."""
+        if self.history.covers(since):
+            return self.history.since(since)
+        return await self.recorder.history(since)
+
+    async def alerts_since(self, since: float) -> list[Alert]:
+        """Alert records started, resolved or still firing since ``since`` (newest first)."""
+        return await self.recorder.alerts(since, self.active_alerts())
+
+    async def count_gc_objects(self) -> int | None:
+        """Count gc-tracked objects now (O(heap)); None when the target is not memmon's own process."""
+        process = self._process
+        if process is None or not process.is_own_process:
+            return None
+        return await self._in_pool(process.count_gc_objects)
+
+    def run_gc(self) -> ActionResult:
+        """The manual ``POST /health/actions/gc`` (rate-limited; see :class:`GcAction`)."""
+        return self.gc_action.run()

@@ -1,0 +1,147 @@
+"""``memmon`` command line: flags -> Settings -> run; errors -> exit codes.
+
+Exit codes: 0 clean stop, 1 unexpected crash, 2 bad configuration or flags (one line per problem on stderr),
+also when a port is in use or the state directory cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memmon import __version__
+from memmon.config import ConfigError, Settings, check_config_file, load_settings
+from memmon.logsetup import configure_logging
+
+EXIT_CONFIG = 2
+
+DESCRIPTION = """\
+Watch memory (this host, a process, a cgroup), grade it ok/warning/critical/emergency, alert, and serve a health
+API and Prometheus metrics. Commands: `memmon [flags]` runs the agent; `memmon check-config FILE` validates a file.
+"""
+
+
+def _pid_list(text: str) -> list[int]:
+    try:
+        pids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pid or comma-separated pids, got {text!r}") from None
+    if not pids or any(pid <= 0 for pid in pids):
+        raise argparse.ArgumentTypeError(f"pids must be positive integers, got {text!r}")
+    return pids
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """The flags of the agent (also those of the guide's start_production_monitoring.py)."""
+    parser = argparse.ArgumentParser(prog="memmon", description=DESCRIPTION)
+    add = parser.add_argument
+    add("--version", action="version", version=f"memmon {__version__}")
+    add("--config", type=Path, help="JSON config file (the guide's format; // comments allowed)")
+    add("--health-port", type=int, help="health API port (default 8080; 0 picks a free port)")
+    add("--prometheus-port", type=int, help="separate /metrics port (default 9091; 0 = none)")
+    add("--bind", help="address to listen on (default 127.0.0.1)")
+    add("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    add("--log-file", type=Path, help="write logs to this file, rotated by size, instead of stderr")
+    add("--log-format", choices=("text", "json"), help="log line format (default text)")
+    add("--state-dir", type=Path, help="directory of the SQLite state (default ~/.local/state/memmon)")
+    add("--check-interval", type=float, help="seconds between checks (default 5)")
+    add("--pid", type=_pid_list, action="append", help="watch these pids (repeatable or comma-separated)")
+    add("--match", help="watch processes whose command line matches this regex")
+    add("--cgroup", help="watch this cgroup (directory or hierarchy path)")
+    add("--unit", help="watch this systemd unit's cgroup")
+    add("--dry-run", action="store_true", default=None, help="decide and log actions, do nothing")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The nested config dict of the flags given (flags not given are absent, so lower layers apply)."""
+    mapping: dict[str, tuple[str, str]] = {
+        "health_port": ("server", "health_port"),
+        "prometheus_port": ("monitoring", "prometheus_port"),
+        "bind": ("server", "bind"),
+        "log_level": ("logging", "level"),
+        "log_file": ("logging", "file"),
+        "log_format": ("logging", "format"),
+        "state_dir": ("storage", "state_dir"),
+        "check_interval": ("monitoring", "check_interval"),
+        "match": ("target", "match"),
+        "cgroup": ("target", "cgroup"),
+        "unit": ("target", "unit"),
+        "dry_run": ("auto_response", "dry_run"),
+    }
+    overrides: dict[str, dict[str, Any]] = {}
+    for attribute, (section, key) in mapping.items():
+        value = getattr(args, attribute)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = str(value) if isinstance(value, Path) else value
+    if args.pid:
+        overrides.setdefault("target", {})["pids"] = [pid for group in args.pid for pid in group]
+    return overrides
+
+
+def _report(error: ConfigError) -> int:
+    for problem in error.problems:
+        print(f"memmon: config error: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def check_config(argv: Sequence[str]) -> int:
+    """``memmon check-config FILE``: 0 and a summary when valid, 2 and one line per problem otherwise."""
+    parser = argparse.ArgumentParser(prog="memmon check-config", description="Validate a memmon config file.")
+    parser.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        settings = check_config_file(args.file)
+    except ConfigError as error:
+        return _report(error)
+    thresholds = settings.thresholds
+    print(
+        f"{args.file}: ok (check every {settings.monitoring.check_interval:g}s; warning/critical/emergency at "
+        f"{thresholds.memory_warning_mb}/{thresholds.memory_critical_mb}/{thresholds.memory_emergency_mb} MB, "
+        f"{thresholds.memory_percent_warning}/{thresholds.memory_percent_critical}/"
+        f"{thresholds.memory_percent_emergency} %)"
+    )
+    return 0
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse flags, validate the whole config once, then run the agent in the foreground."""
+    args = run_parser().parse_args(argv)
+    try:
+        settings: Settings = load_settings(args.config, overrides=overrides_from(args))
+    except ConfigError as error:
+        return _report(error)
+    logs = settings.logging
+    try:
+        configure_logging(
+            logs.level,
+            file=None if logs.file is None else Path(logs.file),
+            fmt=logs.format,
+            max_bytes=logs.max_bytes,
+            backup_count=logs.backup_count,
+        )
+    except OSError as exc:
+        print(f"memmon: config error: logging.file: cannot open {logs.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    from memmon.service import run_agent
+
+    return asyncio.run(run_agent(settings))
+
+
+COMMANDS = {"check-config": check_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``memmon`` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        return COMMANDS[arguments[0]](arguments[1:])
+    return run(arguments)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,517 @@
+"""The sections of the settings tree (see ``memmon.config`` for the root and the loading).
+
+Every section is frozen and rejects unknown keys; every field has a docstring (the generated docs use them).
+Cross-field checks raise ``problems_error`` so several problems of one section come out as several lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import NoDecode
+
+from memmon.model import ALERT_LEVELS, Level
+
+if TYPE_CHECKING:
+    from memmon.config import Settings
+
+PROBLEMS = "memmon_problems"
+"""The pydantic error type of ``problems_error``: its ctx ``problems`` holds one dict per output line."""
+_UNSET: Any = object()
+
+LOAD_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("memmon_load_environ", default=None)
+"""The environment the current ``load_settings`` call reads (defaults that depend on it look here)."""
+
+CHANNELS = ("log", "slack", "webhook", "email", "alertmanager")
+
+
+def problem(message: str, *, at: str = "", got: Any = _UNSET, expected: str = "") -> dict[str, Any]:
+    """One problem line: ``at`` is a dotted path relative to the failing field or section."""
+    item: dict[str, Any] = {"at": at, "message": message, "expected": expected}
+    if got is not _UNSET:
+        item["got"] = got
+    return item
+
+
+def problems_error(*problems: dict[str, Any]) -> PydanticCustomError:
+    """A validation error made of several ``problem`` lines (formatted by ``memmon.config``)."""
+    summary = "; ".join(p["message"] for p in problems)
+    return PydanticCustomError(PROBLEMS, "{summary}", {"summary": summary, "problems": list(problems)})
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def split_list(value: Any) -> Any:
+    """A list from a comma-separated string or a JSON array string (env values); anything else unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return value
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _http_url(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise problems_error(
+                problem("not an http(s) URL", got=value, expected="http://... or https://...")
+            )
+    return value
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.strip().partition("@")
+    if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in value.strip()):
+        raise problems_error(
+            problem("not an email address", got=value, expected="one address like ops@example.com")
+        )
+    return value.strip()
+
+
+def _level_name(value: str) -> str:
+    name = value.strip().lower()
+    if name not in {level.label for level in ALERT_LEVELS}:
+        allowed = ", ".join(level.label for level in ALERT_LEVELS)
+        raise problems_error(problem(f"unknown level {value!r}", expected=f"one of {allowed}"))
+    return name
+
+
+def _channel(value: str) -> str:
+    name = value.strip().lower()
+    if name not in CHANNELS:
+        raise problems_error(problem(f"unknown channel {value!r}", expected=f"one of {', '.join(CHANNELS)}"))
+    return name
+
+
+def _alert_level(value: Any) -> Any:
+    if isinstance(value, str):
+        return Level[_level_name(value).upper()]
+    if value == Level.OK:
+        raise problems_error(
+            problem("'ok' cannot be used here", got=value, expected="warning, critical or emergency")
+        )
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise problems_error(problem("empty", expected="a non-empty value, or null"))
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+LevelName = Annotated[str, AfterValidator(_level_name)]
+Channel = Annotated[str, AfterValidator(_channel)]
+AlertLevel = Annotated[Level, BeforeValidator(_alert_level)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+PositiveMb = Annotated[float, Field(gt=0)]
+Percent = Annotated[float, Field(gt=0, le=100)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys rejected, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class LeakDetectionSettings(Section):
+    """Flags steady growth of the target's memory (the guide's ``monitoring.leak_detection``)."""
+
+    enabled: bool = False
+    """Run leak detection."""
+    threshold_growth_rate: Annotated[float, Field(gt=0)] = 0.1
+    """Growth over the window, as a fraction of the memory at its start, that counts as a suspected leak."""
+    monitoring_window: Seconds = 300
+    """Seconds of history the growth is measured over."""
+
+
+class MonitoringSettings(Section):
+    """How often and how deeply memory is sampled."""
+
+    check_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """Seconds between two checks."""
+    enable_tracemalloc: bool = False
+    """Trace Python allocations of memmon's own process (precise, but costs memory and CPU)."""
+    prometheus_port: Port = 9091
+    """Port of the separate Prometheus /metrics listener; 0 = no separate port (served on the health port)."""
+    history_size: Annotated[int, Field(ge=10)] = 2000
+    """Checks kept in memory for /health/metrics/history."""
+    gc_objects_every: Annotated[int, Field(ge=1)] = 10
+    """Count gc objects (O(heap)) at most every N checks."""
+    leak_detection: LeakDetectionSettings = Field(default_factory=LeakDetectionSettings)
+    """Leak detection (also accepted as a top-level ``leak_detection`` section)."""
+
+
+def _check_increasing(
+    model: BaseModel, names: list[str], fallbacks: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Problems of one threshold family (``names`` in level order) that does not strictly increase."""
+    problems = []
+    previous: tuple[str, float] | None = None
+    for index, name in enumerate(names):
+        value, origin = getattr(model, name), ""
+        if value is None and fallbacks is not None:
+            value = getattr(model, fallbacks[index])
+            origin = f" (from {fallbacks[index]}, as {name} is null)"
+        if value is None:
+            continue
+        if previous is not None and value <= previous[1]:
+            text = f"{_num(value)}{origin} must be greater than {previous[0]} ({_num(previous[1])})"
+            problems.append(problem(text, at=name))
+        previous = (name, value)
+    return problems
+
+
+class ThresholdSettings(Section):
+    """Each family must increase warning < critical < emergency; null = that level has no threshold."""
+
+    memory_warning_mb: PositiveMb | None = 1024
+    """Target memory (MiB) at which the warning level starts."""
+    memory_critical_mb: PositiveMb | None = 2048
+    """Target memory (MiB) at which the critical level starts."""
+    memory_emergency_mb: PositiveMb | None = 4096
+    """Target memory (MiB) at which the emergency level starts."""
+    memory_percent_warning: Percent | None = 70
+    """Target memory as percent of its effective limit (cgroup limit or host RAM) for the warning level."""
+    memory_percent_critical: Percent | None = 85
+    """Target memory as percent of its effective limit for the critical level."""
+    memory_percent_emergency: Percent | None = 95
+    """Target memory as percent of its effective limit for the emergency level."""
+    system_percent_warning: Percent | None = None
+    """Host used-memory percent for the warning level; null = same as memory_percent_warning."""
+    system_percent_critical: Percent | None = None
+    """Host used-memory percent for the critical level; null = same as memory_percent_critical."""
+    system_percent_emergency: Percent | None = None
+    """Host used-memory percent for the emergency level; null = same as memory_percent_emergency."""
+    swap_percent_warning: Percent | None = 50
+    """Host swap used percent for the warning level."""
+    swap_percent_critical: Percent | None = 80
+    """Host swap used percent for the critical level."""
+    swap_percent_emergency: Percent | None = 95
+    """Host swap used percent for the emergency level."""
+    resolve_margin_ratio: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    """Hysteresis: a level resolves only below threshold * (1 - margin)."""
+    min_duration_seconds: Annotated[float, Field(ge=0)] = 0
+    """A level must hold this long before it is reported (0 = at once)."""
+
+    def _family(self, prefix: str, suffix: str = "") -> dict[Level, float | None]:
+        return {level: getattr(self, f"{prefix}{level.label}{suffix}") for level in ALERT_LEVELS}
+
+    @staticmethod
+    def _set(values: Mapping[Level, float | None]) -> dict[Level, float]:
+        return {level: float(value) for level, value in values.items() if value is not None}
+
+    def mb_thresholds(self) -> dict[Level, float]:
+        """``memory_*_mb`` by level, unset levels left out."""
+        return self._set({level: getattr(self, f"memory_{level.label}_mb") for level in ALERT_LEVELS})
+
+    def percent_thresholds(self) -> dict[Level, float]:
+        """``memory_percent_*`` by level, unset levels left out."""
+        return self._set(self._family("memory_percent_"))
+
+    def system_thresholds(self) -> dict[Level, float]:
+        """``system_percent_*`` by level, null ones taken from ``memory_percent_*``; unset levels left out."""
+        own, fallback = self._family("system_percent_"), self._family("memory_percent_")
+        return self._set({level: fallback[level] if value is None else value for level, value in own.items()})
+
+    def swap_thresholds(self) -> dict[Level, float]:
+        """``swap_percent_*`` by level, unset levels left out."""
+        return self._set(self._family("swap_percent_"))
+
+    @model_validator(mode="after")
+    def _increasing(self) -> ThresholdSettings:
+        labels = [level.label for level in ALERT_LEVELS]
+        problems = _check_increasing(self, [f"memory_{x}_mb" for x in labels])
+        problems += _check_increasing(self, [f"memory_percent_{x}" for x in labels])
+        fallbacks = [f"memory_percent_{x}" for x in labels]
+        problems += _check_increasing(self, [f"system_percent_{x}" for x in labels], fallbacks)
+        problems += _check_increasing(self, [f"swap_percent_{x}" for x in labels])
+        if problems:
+            raise problems_error(*problems)
+        return self
+
+
+class AlertLevelSettings(Section):
+    """Where alerts of one level are sent."""
+
+    channels: Annotated[list[Channel], NoDecode, BeforeValidator(split_list)] = Field(default_factory=list)
+    """Channel names: log, slack, webhook, email, alertmanager."""
+
+
+class AlertingSettings(Section):
+    """Alert channels and how often the same alert may repeat."""
+
+    webhook_url: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
+    """Generic webhook receiving the alert payload as JSON (secret: may embed a token)."""
+    slack_webhook: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
+    """Slack incoming-webhook URL (secret)."""
+    email: Annotated[list[Email], NoDecode, BeforeValidator(split_list)] = Field(default_factory=list)
+    """Alert e-mail addresses (ALERT_EMAIL is a comma-separated list)."""
+    rate_limit_seconds: Annotated[float, Field(ge=0)] = 300
+    """Minimum seconds between two notifications of the same alert."""
+    alert_levels: dict[LevelName, AlertLevelSettings] = Field(default_factory=dict)
+    """Channels per level name (warning, critical, emergency)."""
+
+
+class WarningActions(Section):
+    """Automatic actions at the warning level."""
+
+    force_gc: bool = True
+    """Run a full garbage collection."""
+    log_warning: bool = True
+    """Log a warning message."""
+
+
+class CriticalActions(Section):
+    """Automatic actions at the critical level."""
+
+    force_gc: bool = True
+    """Run a full garbage collection."""
+    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    """Garbage-collection cycles to run."""
+    clear_caches: bool = True
+    """Clear the registered application caches."""
+    throttle_operations: bool = True
+    """Throttle concurrent operations."""
+
+
+class EmergencyActions(Section):
+    """Automatic actions at the emergency level."""
+
+    force_gc: bool = True
+    """Run a full garbage collection."""
+    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    """Garbage-collection cycles to run."""
+    clear_all_caches: bool = True
+    """Clear every registered cache."""
+    emergency_throttle: bool = True
+    """Throttle operations hard."""
+    stop_nonessential_workers: bool = True
+    """Stop the workers registered as non-essential."""
+    send_immediate_alert: bool = True
+    """Send the alert at once, ignoring the rate limit."""
+    prepare_restart: bool = True
+    """Prepare a graceful restart."""
+    graceful_restart: dict[str, Any] | None = None
+    """Graceful-restart options (free-form for now)."""
+
+
+class AutoResponseSettings(Section):
+    """Actions taken automatically when a level is reached."""
+
+    enabled: bool = True
+    """Run the automatic actions."""
+    dry_run: bool = False
+    """Log what would be done instead of doing it."""
+    warning_actions: WarningActions = Field(default_factory=WarningActions)
+    """Actions at the warning level."""
+    critical_actions: CriticalActions = Field(default_factory=CriticalActions)
+    """Actions at the critical level."""
+    emergency_actions: EmergencyActions = Field(default_factory=EmergencyActions)
+    """Actions at the emergency level."""
+
+
+class ExperimentalSettings(Section):
+    """Experimental features."""
+
+    predictive_alerting: bool = False
+    """Alert when the trend predicts a threshold crossing within the prediction window."""
+    prediction_window: Seconds = 600
+    """Seconds ahead the trend is extrapolated."""
+    trend_threshold: Annotated[float, Field(ge=0)] = 0.05
+    """Relative growth over the window that counts as a trend."""
+
+
+class PerformanceSettings(Section):
+    """Limits on memmon's own cost."""
+
+    monitoring_overhead_limit_percent: Annotated[float, Field(gt=0, le=100)] = 5
+    """Maximum share of wall time spent checking."""
+    max_monitoring_time_seconds: Seconds = 2
+    """Maximum seconds one check may take."""
+    async_processing: bool = True
+    """Process alerts and actions off the check loop."""
+    batch_processing: bool = True
+    """Write history to the store in batches."""
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise problems_error(problem(f"invalid regular expression: {exc}", got=value)) from None
+    return value
+
+
+class TargetSettings(Section):
+    """What is watched: processes (pids or a name regex; memmon itself when neither) or a cgroup."""
+
+    pids: Annotated[list[Annotated[int, Field(gt=0)]], NoDecode, BeforeValidator(split_list)] = Field(
+        default_factory=list
+    )
+    """Process ids to watch (summed)."""
+    match: Annotated[str, Field(min_length=1), AfterValidator(_regex)] | None = None
+    """Python regular expression matched against process command lines."""
+    cgroup: Annotated[str, Field(min_length=1)] | None = None
+    """Cgroup path to watch, e.g. /system.slice/app.service."""
+    unit: Annotated[str, Field(min_length=1)] | None = None
+    """Systemd unit whose cgroup is watched."""
+
+    @property
+    def kind(self) -> str:
+        """``cgroup`` when a cgroup or unit is set, else ``process``."""
+        return "cgroup" if self.cgroup or self.unit else "process"
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> TargetSettings:
+        problems = []
+        if self.pids and self.match is not None:
+            problems.append(
+                problem("cannot be combined with target.pids", at="match", expected="pids or match")
+            )
+        if self.cgroup is not None and self.unit is not None:
+            problems.append(
+                problem("cannot be combined with target.cgroup", at="unit", expected="cgroup or unit")
+            )
+        if problems:
+            raise problems_error(*problems)
+        return self
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?", re.IGNORECASE)
+
+
+def _bind(value: str) -> str:
+    value = value.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            raise problems_error(problem("not an IP address or host name", got=value)) from None
+    return value
+
+
+class ServerSettings(Section):
+    """The health/API HTTP server."""
+
+    bind: Annotated[str, AfterValidator(_bind)] = "127.0.0.1"
+    """Address to listen on: an IP address or host name."""
+    health_port: Port = 8080
+    """Port of the health API; 0 = pick a free port."""
+    api_token: Annotated[SecretStr, AfterValidator(_not_empty)] | None = None
+    """Bearer token required by the action endpoints (secret)."""
+    ready_fail_levels: Annotated[tuple[AlertLevel, ...], NoDecode, BeforeValidator(split_list)] = (
+        Level.CRITICAL,
+        Level.EMERGENCY,
+    )
+    """Levels at which /health/ready reports not ready."""
+    live_stale_seconds: Seconds | None = None
+    """Seconds without a finished check after which /health/live fails; null = 3 * check_interval +
+    max_monitoring_time_seconds."""
+
+    @property
+    def ready_fail_level_set(self) -> frozenset[Level]:
+        """``ready_fail_levels`` as a set."""
+        return frozenset(self.ready_fail_levels)
+
+    def live_stale_after(self, settings: Settings) -> float:
+        """``live_stale_seconds``, or its default computed from the other sections of ``settings``."""
+        if self.live_stale_seconds is not None:
+            return self.live_stale_seconds
+        return 3 * settings.monitoring.check_interval + settings.performance.max_monitoring_time_seconds
+
+    @field_serializer("ready_fail_levels")
+    def _level_names(self, levels: tuple[Level, ...]) -> list[str]:
+        return [level.label for level in levels]
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    home = environ.get("HOME")
+    return Path(home) if home else Path.home()
+
+
+def _environ() -> Mapping[str, str]:
+    environ = LOAD_ENVIRON.get()
+    return os.environ if environ is None else environ
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/memmon`` (when set and absolute), else ``~/.local/state/memmon``."""
+    environ = _environ()
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "memmon"
+    return _home(environ) / ".local" / "state" / "memmon"
+
+
+def _expand_home(value: Any) -> Any:
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if text is not None and (text == "~" or text.startswith("~/")):
+        return _home(_environ()) / text[2:]
+    return value
+
+
+class StorageSettings(Section):
+    """Where history and alerts are kept (SQLite), and for how long."""
+
+    state_dir: Annotated[Path, BeforeValidator(_expand_home)] = Field(default_factory=default_state_dir)
+    """Directory of the store; default $XDG_STATE_HOME/memmon, else ~/.local/state/memmon."""
+    retention_hours: Annotated[float, Field(gt=0)] = 24
+    """Hours of check history kept."""
+    alert_retention_hours: Annotated[float, Field(gt=0)] = 168
+    """Hours of alert history kept."""
+    flush_interval_seconds: Seconds = 5
+    """Seconds between two batched writes."""
+
+
+class LoggingSettings(Section):
+    """memmon's own log."""
+
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = (
+        "INFO"
+    )
+    """Log level (case-insensitive; stored upper-case)."""
+    file: Annotated[Path | None, BeforeValidator(_expand_home)] = None
+    """Log file (the guide uses logs/production.log); null = standard error."""
+    format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
+    """``text`` or ``json`` (one object per line)."""
+    max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    """Size at which the log file is rotated."""
+    backup_count: Annotated[int, Field(ge=0)] = 5
+    """Rotated log files kept."""

@@ -1,0 +1,198 @@
+"""The alert state machine: levels per component with hysteresis and debouncing, alerts firing -> resolved.
+
+Rules of the machine, per component:
+- Escalation to a higher level is immediate, or after the raw level has stayed above the current one for
+  ``min_duration_seconds`` (debounce).
+- A level resolves only when no measure holds it any more, i.e. every value is below its threshold times
+  ``1 - resolve_margin_ratio`` (hysteresis); it then steps down level by level to the one that still holds.
+- A level change resolves the alert of the old level (if any) and fires one for the new level (if not ok), so an
+  alert is one (component, target, severity), like an Alertmanager alert with a severity label.
+- A component missing from a sample (its source degraded) keeps its state: missing data never resolves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from memmon.evaluation.rules import Measure, Reading, ThresholdRule
+from memmon.model import Alert, ComponentStatus, Evaluation, Level, MemorySample, frozen_mapping
+
+
+@dataclass(slots=True)
+class _ComponentState:
+    level: Level = Level.OK
+    pending_since: float | None = None
+    alert: Alert | None = None
+    status: ComponentStatus | None = None
+
+
+def fingerprint(component: str, target: str, severity: Level) -> str:
+    """Stable identity of an alert's labels (same inputs, same fingerprint, across restarts)."""
+    key = f"{component}\x1f{target}\x1f{severity.label}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+class Evaluator:
+    """Grades samples and keeps the alert state; not thread-safe (the check loop owns it)."""
+
+    def __init__(
+        self,
+        rule: ThresholdRule,
+        *,
+        resolve_margin_ratio: float = 0.05,
+        min_duration_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        hostname: str | None = None,
+    ) -> None:
+        self.rule = rule
+        self.margin = resolve_margin_ratio
+        self.min_duration = min_duration_seconds
+        self.clock = clock
+        self.hostname = hostname or socket.gethostname()
+        self._states: dict[str, _ComponentState] = {}
+        self._level = Level.OK
+
+    @property
+    def level(self) -> Level:
+        """The worst component level after the latest evaluation."""
+        return self._level
+
+    def active_alerts(self) -> tuple[Alert, ...]:
+        """Alerts currently firing, worst first."""
+        alerts = [state.alert for state in self._states.values() if state.alert is not None]
+        return tuple(sorted(alerts, key=lambda alert: (-alert.severity, alert.component)))
+
+    def restore(self, alerts: Iterable[Alert]) -> None:
+        """Resume after a restart: alerts still firing in the store become the current state again."""
+        for alert in alerts:
+            if alert.state != "firing":
+                continue
+            state = self._states.setdefault(alert.component, _ComponentState())
+            if state.alert is None or alert.severity > state.level:
+                state.level = alert.severity
+                state.alert = alert
+        self._level = max((state.level for state in self._states.values()), default=Level.OK)
+
+    def evaluate(self, sample: MemorySample) -> Evaluation:
+        """Judge one sample; returns the verdict and the alert transitions it caused."""
+        now = sample.timestamp
+        previous = self._level
+        transitions: list[Alert] = []
+        for reading in self.rule.readings(sample):
+            state = self._states.setdefault(reading.component, _ComponentState())
+            new_level = self._next_level(state, reading, now)
+            if new_level != state.level:
+                if state.alert is not None:
+                    transitions.append(self._resolved(state.alert, reading, now))
+                    state.alert = None
+                if new_level > Level.OK:
+                    state.alert = self._fired(reading, new_level, state.level, sample.target, now)
+                    transitions.append(state.alert)
+                state.level = new_level
+            state.status = self._status(reading, state.level)
+        self._level = max((state.level for state in self._states.values()), default=Level.OK)
+        components = tuple(state.status for state in self._states.values() if state.status is not None)
+        return Evaluation(
+            sample=sample,
+            level=self._level,
+            previous_level=previous,
+            components=components,
+            transitions=tuple(transitions),
+            active_alerts=self.active_alerts(),
+        )
+
+    def _next_level(self, state: _ComponentState, reading: Reading, now: float) -> Level:
+        raw = max((measure.level() for measure in reading.measures), default=Level.OK)
+        if raw > state.level:
+            if self.min_duration <= 0:
+                return raw
+            if state.pending_since is None:
+                state.pending_since = now
+            return raw if now - state.pending_since >= self.min_duration else state.level
+        state.pending_since = None
+        level = state.level
+        while level > raw and not any(measure.holds(level, self.margin) for measure in reading.measures):
+            level = Level(level - 1)
+        return level
+
+    @staticmethod
+    def _deciding(reading: Reading, level: Level) -> Measure | None:
+        """The measure closest to (or furthest past) its threshold for ``level``."""
+        candidates = [m for m in reading.measures if level in m.thresholds]
+        return max(candidates, key=lambda m: m.value / m.thresholds[level], default=None)
+
+    def _threshold_mb(self, reading: Reading, measure: Measure, level: Level) -> float:
+        limit = measure.thresholds[level]
+        return limit if measure.unit == "MB" else limit * reading.mb_per_percent
+
+    def _status(self, reading: Reading, level: Level) -> ComponentStatus:
+        judged = level if level > Level.OK else Level.WARNING
+        measure = self._deciding(reading, judged)
+        threshold = None if measure is None else round(self._threshold_mb(reading, measure, judged), 1)
+        reason = "no threshold set" if measure is None else self._describe(reading, measure, judged)
+        return ComponentStatus(
+            reading.component, level, round(reading.usage_mb, 1), reading.percent, threshold, reason
+        )
+
+    @staticmethod
+    def _describe(reading: Reading, measure: Measure, level: Level) -> str:
+        limit = measure.thresholds[level]
+        verb = "exceeds" if measure.value >= limit else "is below"
+        if measure.unit == "MB":
+            return f"{reading.component} {measure.value:.1f}MB {verb} {level.label} threshold {limit:g}MB"
+        source = reading.context.get("limit_source", "host")
+        return (
+            f"{reading.component} {measure.value:.1f}% of {source} limit {verb} {level.label} threshold "
+            f"{limit:g}% ({limit * reading.mb_per_percent:.1f}MB)"
+        )
+
+    def _fired(self, reading: Reading, level: Level, previous: Level, target: str, now: float) -> Alert:
+        measure = self._deciding(reading, level)
+        assert measure is not None, "a level is only reached through a measure that has its threshold"
+        held = measure.value >= measure.thresholds[level]
+        detail = self._describe(reading, measure, level)
+        message = f"{level.label.upper()}: Memory usage {reading.usage_mb:.1f}MB " + (
+            f"exceeds {level.label} threshold ({detail})"
+            if held
+            else f"back down to {level.label} level ({detail}, within the resolve margin)"
+        )
+        metadata = {
+            **reading.context,
+            "threshold_kind": "memory_mb" if measure.unit == "MB" else "memory_percent",
+            "threshold_value": measure.thresholds[level],
+            "previous_level": previous.label,
+            "host": self.hostname,
+        }
+        return Alert(
+            id=uuid.uuid4().hex,
+            fingerprint=fingerprint(reading.component, target, level),
+            severity=level,
+            component=reading.component,
+            target=target,
+            state="firing",
+            started_at=now,
+            resolved_at=None,
+            memory_usage=round(reading.usage_mb, 1),
+            threshold=round(self._threshold_mb(reading, measure, level), 1),
+            message=message,
+            metadata=frozen_mapping(metadata),
+        )
+
+    def _resolved(self, alert: Alert, reading: Reading, now: float) -> Alert:
+        percent = "" if reading.percent is None else f", {reading.percent:.1f}%"
+        return replace(
+            alert,
+            state="resolved",
+            resolved_at=now,
+            memory_usage=round(reading.usage_mb, 1),
+            message=(
+                f"RESOLVED: {alert.component} {alert.severity.label} cleared "
+                f"(usage {reading.usage_mb:.1f}MB{percent})"
+            ),
+            metadata=frozen_mapping({**alert.metadata, "percent": reading.context.get("percent")}),
+        )

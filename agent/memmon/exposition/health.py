@@ -1,0 +1,242 @@
+"""The guide's health API: ``/health``, ``/health/memory``, ``/health/alerts``, ``/health/metrics/history``,
+``POST /health/actions/gc``, plus the Kubernetes probes ``/health/live`` and ``/health/ready``.
+
+Timestamps are ISO 8601 UTC; sizes are MB and percents 0-100, as in the guide's examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from memmon import __version__
+from memmon.actions.gc import GcRateLimited
+from memmon.alerting.payload import alert_payload, iso_utc
+from memmon.exposition.requests import choice_param, json_error, number_param, require_token
+from memmon.exposition.source import MonitorView
+from memmon.history import downsample
+from memmon.model import MB, HistoryPoint, Level, MemorySample
+
+STATUS_NAMES = {
+    Level.OK: "healthy",
+    Level.WARNING: "warning",
+    Level.CRITICAL: "critical",
+    Level.EMERGENCY: "emergency",
+}
+MAX_HISTORY_POINTS = 10_000
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / MB, 1)
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def point_payload(point: HistoryPoint) -> dict[str, Any]:
+    """One history record as JSON."""
+    payload = dataclasses.asdict(point)
+    payload["timestamp"] = iso_utc(point.timestamp)
+    payload["level"] = point.level.label
+    return payload
+
+
+def memory_payload(sample: MemorySample) -> dict[str, Any]:
+    """The guide's ``/health/memory`` fields plus what memmon adds (limit used, sources, degradations)."""
+    process, cgroup, host, pressure = sample.process, sample.cgroup, sample.host, sample.pressure
+    return {
+        "timestamp": iso_utc(sample.timestamp),
+        "rss_mb": _mb(process.rss_bytes) if process else None,
+        "vms_mb": _mb(process.vms_bytes) if process else None,
+        "percent": _round(sample.percent_of_limit),
+        "available_mb": _mb(sample.available_bytes),
+        "swap_percent": _round(host.swap_percent) if host else None,
+        "gc_collections": process.gc_collections if process else None,
+        "gc_objects": process.gc_objects if process else None,
+        "gc_objects_measured_at": iso_utc(process.gc_objects_at) if process else None,
+        "target": sample.target,
+        "target_kind": sample.target_kind.value,
+        "memory_usage_mb": _mb(sample.target_bytes),
+        "effective_limit_mb": _mb(sample.effective_limit_bytes),
+        "limit_source": sample.limit_source,
+        "processes": [
+            {"pid": p.pid, "name": p.name, "rss_mb": _mb(p.rss_bytes), "vms_mb": _mb(p.vms_bytes)}
+            for p in (process.processes if process else ())
+        ],
+        "cgroup": None
+        if cgroup is None
+        else {
+            "path": cgroup.path,
+            "version": cgroup.version,
+            "usage_mb": _mb(cgroup.usage_bytes),
+            "working_set_mb": _mb(cgroup.working_set_bytes),
+            "inactive_file_mb": _mb(cgroup.inactive_file_bytes),
+            "limit_mb": _mb(cgroup.limit_bytes),
+            "oom_kill_count": cgroup.oom_kill_count,
+            "failcnt": cgroup.failcnt,
+        },
+        "host": None
+        if host is None
+        else {
+            "total_mb": _mb(host.total_bytes),
+            "available_mb": _mb(host.available_bytes),
+            "used_percent": _round(host.used_percent),
+            "swap_total_mb": _mb(host.swap_total_bytes),
+            "swap_used_mb": _mb(host.swap_used_bytes),
+            "swap_percent": _round(host.swap_percent),
+        },
+        "pressure": None
+        if pressure is None
+        else {
+            "source": pressure.source,
+            "some_avg10": pressure.some_avg10,
+            "full_avg10": pressure.full_avg10,
+        },
+    }
+
+
+class HealthRoutes:
+    """aiohttp handlers over a :class:`MonitorView`."""
+
+    def __init__(self, monitor: MonitorView, *, clock: Callable[[], float] = time.time) -> None:
+        self.monitor = monitor
+        self.clock = clock
+
+    def add_to(self, app: web.Application) -> None:
+        """Register every route on ``app``."""
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/health/live", self.live)
+        app.router.add_get("/health/ready", self.ready)
+        app.router.add_get("/health/memory", self.memory)
+        app.router.add_get("/health/alerts", self.alerts)
+        app.router.add_get("/health/metrics/history", self.history)
+        app.router.add_post("/health/actions/gc", self.gc)
+
+    def _status(self) -> str:
+        return "starting" if self.monitor.latest is None else STATUS_NAMES[self.monitor.level]
+
+    async def health(self, _request: web.Request) -> web.Response:
+        """Always 200; the level is in ``status`` (``healthy``/``warning``/``critical``/``emergency``/``starting``)."""
+        latest = self.monitor.latest
+        sample = latest.sample if latest else None
+        return web.json_response(
+            {
+                "status": self._status(),
+                "level": self.monitor.level.label,
+                "timestamp": iso_utc(self.clock()),
+                "uptime_seconds": round(self.monitor.uptime_seconds, 1),
+                "monitoring_active": self.monitor.monitoring_active,
+                "memory_usage_mb": _mb(sample.target_bytes) if sample else None,
+                "memory_percentage": _round(sample.percent_of_limit) if sample else None,
+                "active_alerts": len(self.monitor.active_alerts()),
+                "target": sample.target if sample else None,
+                "live": self.monitor.is_live(),
+                "ready": self.monitor.is_ready(),
+                "degraded": sorted({d.source for d in self.monitor.degraded}),
+                "version": __version__,
+            }
+        )
+
+    async def live(self, _request: web.Request) -> web.Response:
+        """200 while the check loop runs and is fresh; 503 when it is stopped or stuck."""
+        live = self.monitor.is_live()
+        return web.json_response({"live": live, "status": self._status()}, status=200 if live else 503)
+
+    async def ready(self, _request: web.Request) -> web.Response:
+        """503 before the first sample and at the levels configured to shed load."""
+        ready = self.monitor.is_ready()
+        return web.json_response(
+            {"ready": ready, "status": self._status(), "level": self.monitor.level.label},
+            status=200 if ready else 503,
+        )
+
+    async def memory(self, request: web.Request) -> web.Response:
+        """The latest sample in detail; ``?gc_objects=now`` counts gc objects now instead of the cached count."""
+        fresh = choice_param(request, "gc_objects", ("cached", "now"), "cached") == "now"
+        latest = self.monitor.latest
+        if latest is None:
+            raise json_error(503, "no sample yet", "monitoring has not completed its first check")
+        payload = memory_payload(latest.sample)
+        if fresh:
+            count = await self.monitor.count_gc_objects()
+            if count is not None:
+                payload["gc_objects"] = count
+                payload["gc_objects_measured_at"] = iso_utc(self.clock())
+        payload["level"] = latest.level.label
+        payload["components"] = [
+            {
+                "component": c.component,
+                "level": c.level.label,
+                "memory_usage_mb": c.value_mb,
+                "percent": _round(c.percent),
+                "threshold_mb": c.threshold_mb,
+                "reason": c.reason,
+            }
+            for c in latest.components
+        ]
+        payload["degraded"] = [{"source": d.source, "reason": d.reason} for d in self.monitor.degraded]
+        return web.json_response(payload)
+
+    def _hours(self, request: web.Request, default: float, retention_hours: float) -> float:
+        return number_param(
+            request, "hours", default=min(default, retention_hours), minimum=0, maximum=retention_hours
+        )
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        """Alert summary over ``hours`` (default 24, at most the alert retention) and the alert records."""
+        hours = self._hours(request, 24, self.monitor.settings.storage.alert_retention_hours)
+        records = await self.monitor.alerts_since(self.clock() - hours * 3600)
+        return web.json_response(
+            {
+                "hours": hours,
+                "total_alerts": len(records),
+                "active_alerts": sum(1 for a in records if a.state == "firing"),
+                "resolved_alerts": sum(1 for a in records if a.state == "resolved"),
+                "by_severity": dict(Counter(a.severity.label for a in records)),
+                "by_component": dict(Counter(a.component for a in records)),
+                "alerts": [alert_payload(a) for a in records],
+            }
+        )
+
+    async def history(self, request: web.Request) -> web.Response:
+        """Samples of the last ``hours`` (default 1, at most the retention), at most ``max_points`` (peaks kept)."""
+        hours = self._hours(request, 1, self.monitor.settings.storage.retention_hours)
+        max_points = int(
+            number_param(request, "max_points", default=1000, minimum=1, maximum=MAX_HISTORY_POINTS)
+        )
+        points = await self.monitor.history_since(self.clock() - hours * 3600)
+        total = len(points)
+        points = downsample(points, max_points)
+        return web.json_response(
+            {
+                "hours": hours,
+                "count": len(points),
+                "total": total,
+                "samples": [point_payload(p) for p in points],
+            }
+        )
+
+    async def gc(self, request: web.Request) -> web.Response:
+        """The guide's manual garbage collection; needs the API token (or a loopback client without one)."""
+        token = self.monitor.settings.server.api_token
+        require_token(request, None if token is None else token.get_secret_value())
+        try:
+            result = self.monitor.run_gc()
+        except GcRateLimited as exc:
+            error = json_error(429, "rate limited", str(exc), retry_after_seconds=round(exc.retry_after, 2))
+            error.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            raise error from None
+        return web.json_response(
+            {
+                "success": result.success,
+                **result.detail,
+                "duration_seconds": round(result.duration_seconds, 6),
+                "timestamp": iso_utc(result.started_at),
+            }
+        )

@@ -1,0 +1,48 @@
+"""What the exposition stage reads from a running monitor (implemented by ``memmon.app``).
+
+A protocol, so that the server and the metrics collector depend on the shape they need and never import the
+wiring module.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from memmon.config import Settings
+from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
+from memmon.telemetry import Telemetry
+
+
+class MonitorView(Protocol):
+    """The read side of ``ProductionMemoryMonitor`` plus its manual actions."""
+
+    settings: Settings
+    telemetry: Telemetry
+    latest: Evaluation | None
+    started_at: float | None
+
+    @property
+    def level(self) -> Level: ...
+
+    @property
+    def degraded(self) -> tuple[Degradation, ...]: ...
+
+    @property
+    def monitoring_active(self) -> bool: ...
+
+    @property
+    def uptime_seconds(self) -> float: ...
+
+    def is_live(self) -> bool: ...
+
+    def is_ready(self) -> bool: ...
+
+    def active_alerts(self) -> tuple[Alert, ...]: ...
+
+    async def history_since(self, since: float) -> list[HistoryPoint]: ...
+
+    async def alerts_since(self, since: float) -> list[Alert]: ...
+
+    async def count_gc_objects(self) -> int | None: ...
+
+    def run_gc(self) -> ActionResult: ...

@@ -1,0 +1,260 @@
+"""Resident and virtual memory of the watched processes: memmon itself, fixed pids, or a command-line regex.
+
+Three ways to name the target (the CLI's defaults, ``--pid`` and ``--match``):
+
+- **self**: no pids and no match: memmon's own process (``own_pid``, default ``os.getpid()``). Only then, when
+  the target is exactly this interpreter, the sample carries ``gc`` figures.
+- **pid**: fixed pids. A pid that exits (or turns zombie, or is reused by another process) is dropped for good
+  and named in ``problem``; ``sample()`` raises ``SourceUnavailable`` only when none is left.
+- **match**: every process whose joined command line (or, when that is unreadable or empty, its name) contains
+  a ``re.search`` match, never memmon's own pid. The set is re-resolved when a matched process exits, when
+  nothing matched, and every ``match_refresh_checks`` checks: a restarted service gets a new pid and new
+  workers appear.
+
+RSS and VMS come from ``psutil.Process.memory_info()`` (one read of ``/proc/<pid>/statm``); ``psutil.Process``
+objects are cached between checks so identity (pid + start time) is checked and pid reuse is noticed.
+USS/PSS (``memory_full_info()``) walk smaps and are deliberately not read here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import psutil
+
+from memmon.model import ProcessMemory, ProcessSample
+from memmon.sampling.base import SourceUnavailable
+
+
+class _Gone(Exception):
+    """A watched process no longer exists (exited, zombie, or its pid reused); the message says which."""
+
+
+class _Denied(Exception):
+    """A watched process exists but may not be read."""
+
+
+class ProcessSampler:
+    """Samples the summed RSS/VMS of the target processes; see the module docstring for the three modes."""
+
+    def __init__(
+        self,
+        pids: Sequence[int] = (),
+        match: str | None = None,
+        *,
+        own_pid: int | None = None,
+        gc_objects_every: int = 10,
+        clock: Callable[[], float] = time.time,
+        match_refresh_checks: int = 10,
+    ) -> None:
+        if pids and match is not None:
+            raise ValueError("watch either fixed pids or a --match regex, not both")
+        if gc_objects_every < 1:
+            raise ValueError(f"gc_objects_every must be >= 1, got {gc_objects_every}")
+        if match_refresh_checks < 1:
+            raise ValueError(f"match_refresh_checks must be >= 1, got {match_refresh_checks}")
+        self._own_pid = os.getpid() if own_pid is None else own_pid
+        self._pattern: re.Pattern[str] | None = None
+        if match is not None:
+            try:
+                self._pattern = re.compile(match)
+            except re.error as exc:
+                raise ValueError(f"invalid --match regex {match!r}: {exc}") from None
+        self._requested: tuple[int, ...] = tuple(dict.fromkeys(pids)) or (
+            () if match is not None else (self._own_pid,)
+        )
+        self._self_mode = not pids and match is None
+        self._gc_objects_every = gc_objects_every
+        self._match_refresh_checks = match_refresh_checks
+        self._clock = clock
+        self._lock = threading.RLock()
+
+        self._procs: dict[int, psutil.Process] = {}
+        self._attached = False
+        self._lost: dict[int, str] = {}
+        self._denied: dict[int, str] = {}
+        self._nothing_matched = False
+        self._checks_since_resolve = 0
+
+        self._gc_objects: int | None = None
+        self._gc_objects_at: float | None = None
+        self._checks_since_gc_count = 0
+
+    # --- description -------------------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """``self:pid:1234``, ``pid:12,34`` or ``match:gunicorn``."""
+        if self._pattern is not None:
+            return f"match:{self._pattern.pattern}"
+        if self._self_mode:
+            return f"self:pid:{self._own_pid}"
+        return "pid:" + ",".join(str(pid) for pid in self._requested)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The pids watched now (before the first sample: the requested ones; with a match: none yet)."""
+        with self._lock:
+            if not self._attached:
+                return self._requested
+            return tuple(self._procs)
+
+    @property
+    def is_own_process(self) -> bool:
+        """True when the target is exactly memmon's own process, so ``gc`` figures describe it."""
+        return self._pattern is None and self._requested == (self._own_pid,)
+
+    @property
+    def lost(self) -> tuple[int, ...]:
+        """Requested pids (``--pid``/self mode) that are gone for good; always empty with ``--match``."""
+        with self._lock:
+            return tuple(self._lost)
+
+    @property
+    def problem(self) -> str | None:
+        """Why some requested pids are gone or unreadable, or why nothing matched; None when all is well."""
+        with self._lock:
+            if self._pattern is not None:
+                return f"no process matches {self._pattern.pattern!r}" if self._nothing_matched else None
+            reasons = [*self._lost.values(), *self._denied.values()]
+            return "; ".join(reasons) if reasons else None
+
+    # --- sampling ----------------------------------------------------------------------------------------
+
+    def sample(self) -> ProcessSample:
+        """Read every watched process once; raises ``SourceUnavailable`` when none can be read."""
+        with self._lock:
+            memories = self._sample_match() if self._pattern is not None else self._sample_fixed()
+            gc_collections: int | None = None
+            gc_objects: int | None = None
+            gc_objects_at: float | None = None
+            if self.is_own_process:
+                gc_collections = sum(int(generation["collections"]) for generation in gc.get_stats())
+                if self._gc_objects is None or self._checks_since_gc_count >= self._gc_objects_every:
+                    self._count_gc_objects_locked()
+                self._checks_since_gc_count += 1
+                gc_objects, gc_objects_at = self._gc_objects, self._gc_objects_at
+            return ProcessSample(
+                processes=tuple(memories),
+                rss_bytes=sum(memory.rss_bytes for memory in memories),
+                vms_bytes=sum(memory.vms_bytes for memory in memories),
+                gc_collections=gc_collections,
+                gc_objects=gc_objects,
+                gc_objects_at=gc_objects_at,
+            )
+
+    def count_gc_objects(self) -> int:
+        """Count this interpreter's gc-tracked objects now (O(heap)) and refresh the cached figure."""
+        with self._lock:
+            return self._count_gc_objects_locked()
+
+    def _count_gc_objects_locked(self) -> int:
+        count = len(gc.get_objects())
+        self._gc_objects = count
+        self._gc_objects_at = self._clock()
+        self._checks_since_gc_count = 0
+        return count
+
+    def _sample_fixed(self) -> list[ProcessMemory]:
+        """Self and ``--pid`` modes: drop pids that are gone, raise when nothing readable is left."""
+        if not self._attached:
+            self._attached = True
+            for pid in self._requested:
+                try:
+                    self._procs[pid] = psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    self._lost[pid] = f"pid {pid} does not exist"
+                except psutil.AccessDenied:
+                    self._lost[pid] = f"pid {pid}: access denied"
+        memories: list[ProcessMemory] = []
+        self._denied.clear()
+        for pid, proc in list(self._procs.items()):
+            try:
+                memories.append(_read(proc))
+            except _Gone as exc:
+                del self._procs[pid]
+                self._lost[pid] = str(exc)
+            except _Denied as exc:
+                self._denied[pid] = str(exc)
+        if not memories:
+            raise SourceUnavailable(f"process {self.label}: {self.problem or 'nothing to read'}")
+        return memories
+
+    def _sample_match(self) -> list[ProcessMemory]:
+        """``--match`` mode: resolve when due, read, and re-resolve once if a matched process went away."""
+        self._checks_since_resolve += 1
+        if not self._attached or not self._procs or self._checks_since_resolve >= self._match_refresh_checks:
+            self._resolve()
+        memories: dict[int, ProcessMemory] = {}
+        gone = self._read_matched(memories)
+        if gone:
+            self._resolve()
+            self._read_matched(memories)
+        self._nothing_matched = not memories
+        if not memories:
+            raise SourceUnavailable(f"process {self.label}: {self.problem}")
+        return list(memories.values())
+
+    def _read_matched(self, memories: dict[int, ProcessMemory]) -> bool:
+        """Read matched processes not yet in ``memories``; drop the unreadable; True if one was gone."""
+        gone = False
+        for pid, proc in list(self._procs.items()):
+            if pid in memories:
+                continue
+            try:
+                memories[pid] = _read(proc)
+            except _Gone:
+                del self._procs[pid]
+                gone = True
+            except _Denied:
+                del self._procs[pid]
+        return gone
+
+    def _resolve(self) -> None:
+        """Find the processes whose command line matches now, reusing cached ``psutil.Process`` objects."""
+        assert self._pattern is not None
+        self._attached = True
+        self._checks_since_resolve = 0
+        found: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            if proc.pid == self._own_pid:
+                continue
+            cmdline = proc.info.get("cmdline")
+            text = " ".join(cmdline) if cmdline else (proc.info.get("name") or "")
+            if not text or self._pattern.search(text) is None:
+                continue
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                continue
+            cached = self._procs.get(proc.pid)
+            found[proc.pid] = cached if cached is not None and cached == proc else proc
+        self._procs = found
+
+
+def _read(proc: psutil.Process) -> ProcessMemory:
+    """One process's memory; ``_Gone`` when it exited, is a zombie or its pid now names another process."""
+    pid = proc.pid
+    try:
+        # is_running() compares pid + start time with a fresh read, so a reused pid counts as gone.
+        if not proc.is_running():
+            raise _Gone(f"pid {pid} exited")
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                # A zombie keeps its pid until reaped but has no memory left: it has exited.
+                raise _Gone(f"pid {pid} exited (zombie)")
+            info = proc.memory_info()
+            name = proc.name()
+    except psutil.ZombieProcess:
+        raise _Gone(f"pid {pid} exited (zombie)") from None
+    except psutil.NoSuchProcess:
+        raise _Gone(f"pid {pid} exited") from None
+    except psutil.AccessDenied:
+        raise _Denied(f"pid {pid}: access denied") from None
+    return ProcessMemory(pid=pid, name=str(name), rss_bytes=int(info.rss), vms_bytes=int(info.vms))

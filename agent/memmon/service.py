@@ -1,0 +1,54 @@
+"""Running memmon as a long-lived agent: monitor + HTTP servers + signals, and the shutdown order.
+
+SIGTERM/SIGINT stop the agent within 5 s: the check loop stops, the servers close, alert handlers get a moment,
+the store is flushed and closed, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from memmon.app import ProductionMemoryMonitor
+from memmon.config import Settings
+from memmon.exposition.server import MemoryHealthServer, ServerStartError
+from memmon.store import StoreError
+
+log = logging.getLogger("memmon.service")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+SHUTDOWN_SECONDS = 5.0
+
+
+async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set); returns the process exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    monitor = ProductionMemoryMonitor(settings=settings)
+    server = MemoryHealthServer(monitor)
+    try:
+        try:
+            await monitor.start_monitoring()
+        except StoreError as exc:
+            log.error("storage.state_dir: %s", exc)
+            return EXIT_CONFIG
+        try:
+            await server.start_server()
+        except ServerStartError as exc:
+            log.error("%s", exc)
+            await monitor.stop_monitoring()
+            return EXIT_CONFIG
+        await stop.wait()
+        log.info("stopping")
+        async with asyncio.timeout(SHUTDOWN_SECONDS - 0.5):
+            await server.stop_server()
+            await monitor.stop_monitoring(wait_seconds=SHUTDOWN_SECONDS - 1.5)
+        log.info("stopped")
+        return EXIT_OK
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

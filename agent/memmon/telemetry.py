@@ -1,0 +1,119 @@
+"""memmon's own counters: what every stage counts about itself, read by the metrics collector.
+
+Plain objects instead of prometheus_client metrics so that the stages stay free of the exposition library and
+several monitors (tests, a library embedded twice) never collide in a global registry.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Mapping
+
+LabelValues = tuple[str, ...]
+
+CHECK_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+"""Seconds; a full check is aimed at well under 1 ms, so the fine buckets are at the low end."""
+
+
+class LabeledCounter:
+    """A monotonically increasing count per label tuple; safe to bump from any thread."""
+
+    def __init__(self, label_names: Iterable[str]) -> None:
+        self.label_names: tuple[str, ...] = tuple(label_names)
+        self._counts: dict[LabelValues, float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, *labels: str, amount: float = 1) -> None:
+        """Add ``amount`` (>= 0) to the series named by ``labels`` (one value per label name)."""
+        if len(labels) != len(self.label_names):
+            raise ValueError(f"expected labels {self.label_names}, got {labels}")
+        if amount < 0:
+            raise ValueError("counters only go up")
+        with self._lock:
+            self._counts[labels] = self._counts.get(labels, 0.0) + amount
+
+    def items(self) -> list[tuple[LabelValues, float]]:
+        """A consistent copy of every series."""
+        with self._lock:
+            return list(self._counts.items())
+
+    def value(self, *labels: str) -> float:
+        """The current count of one series (0 when never bumped)."""
+        with self._lock:
+            return self._counts.get(labels, 0.0)
+
+    def total(self) -> float:
+        """Sum over every series."""
+        with self._lock:
+            return sum(self._counts.values())
+
+
+class DurationHistogram:
+    """Cumulative-bucket histogram of durations in seconds, in Prometheus' shape."""
+
+    def __init__(self, buckets: Iterable[float] = CHECK_DURATION_BUCKETS) -> None:
+        self.buckets: tuple[float, ...] = tuple(sorted(buckets))
+        self._counts = [0] * (len(self.buckets) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """Record one duration."""
+        index = bisect.bisect_left(self.buckets, seconds)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> tuple[list[tuple[str, int]], float, int]:
+        """(cumulative buckets as (le, count) including "+Inf", sum, count)."""
+        with self._lock:
+            counts = list(self._counts)
+            total_sum = self._sum
+        cumulative: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip((*map(repr, self.buckets), "+Inf"), counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return cumulative, total_sum, running
+
+
+class Telemetry:
+    """Every counter memmon keeps about itself; one instance per monitor."""
+
+    def __init__(self) -> None:
+        self.checks = LabeledCounter(())
+        self.check_overruns = LabeledCounter(())
+        self.check_failures = LabeledCounter(())
+        self.check_duration = DurationHistogram()
+        self.alerts_fired = LabeledCounter(("severity", "component"))
+        """Firing alerts raised (the guide's ``memory_alerts_sent_total`` sums these per severity)."""
+        self.alerts_resolved = LabeledCounter(("severity", "component"))
+        self.handler_errors = LabeledCounter(("handler",))
+        self.actions = LabeledCounter(("action", "outcome"))
+        self.cleanup_operations = LabeledCounter(())
+        self.leaks_detected = LabeledCounter(())
+        self.store_errors = LabeledCounter(("operation",))
+
+    def alerts_by_severity(self) -> Mapping[str, float]:
+        """Fired alerts summed per severity."""
+        totals: dict[str, float] = {}
+        for (severity, _component), count in self.alerts_fired.items():
+            totals[severity] = totals.get(severity, 0.0) + count
+        return totals

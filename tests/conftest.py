@@ -1,0 +1,94 @@
+"""Shared fixtures: a real monitor on real /proc with its state in a temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from memmon.app import ProductionMemoryMonitor
+from memmon.config import load_settings
+from memmon.exposition.server import MemoryHealthServer
+
+MonitorFactory = Callable[..., ProductionMemoryMonitor]
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, section by section."""
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and key in merged else value
+    return merged
+
+
+@pytest.fixture
+def make_monitor(tmp_path: Path) -> MonitorFactory:
+    """Builds monitors on the real host with a fast check interval and a temporary state directory."""
+
+    def factory(overrides: dict[str, Any] | None = None, **kwargs: Any) -> ProductionMemoryMonitor:
+        base = {
+            "monitoring": {"check_interval": 0.05, "prometheus_port": 0},
+            "server": {"health_port": 0},
+            "storage": {"state_dir": str(tmp_path / "state"), "flush_interval_seconds": 0.05},
+        }
+        settings = load_settings(None, overrides=deep_merge(base, overrides or {}), environ={})
+        return ProductionMemoryMonitor(settings=settings, **kwargs)
+
+    return factory
+
+
+class RunningAgent:
+    """A started monitor and server, with an HTTP client pointed at it."""
+
+    def __init__(
+        self, monitor: ProductionMemoryMonitor, server: MemoryHealthServer, session: aiohttp.ClientSession
+    ):
+        self.monitor = monitor
+        self.server = server
+        self.session = session
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.get(self.base + path, **kwargs) as response:
+            body = (
+                await response.json()
+                if response.content_type == "application/json"
+                else await response.text()
+            )
+            return response.status, body
+
+    async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.post(self.base + path, **kwargs) as response:
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def start_agent(make_monitor: MonitorFactory) -> AsyncIterator[Callable[..., Any]]:
+    """Starts monitor + server on 127.0.0.1 (free ports) and waits for the first check; stops them after."""
+    started: list[RunningAgent] = []
+    session = aiohttp.ClientSession()
+
+    async def start(
+        overrides: dict[str, Any] | None = None, *, first_check: bool = True, **kwargs: Any
+    ) -> RunningAgent:
+        monitor = make_monitor(overrides, **kwargs)
+        server = MemoryHealthServer(monitor, port=0, host="127.0.0.1")
+        await server.start_server()
+        agent = RunningAgent(monitor, server, session)
+        started.append(agent)
+        if first_check:
+            await monitor.start_monitoring()
+            await monitor.check_now()
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.server.stop_server()
+        await agent.monitor.stop_monitoring()
+    await session.close()

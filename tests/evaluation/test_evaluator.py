@@ -1,0 +1,112 @@
+"""The alert state machine: thresholds, hysteresis, debounce, transitions and restore."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from memmon.evaluation.evaluator import Evaluator, fingerprint
+from memmon.evaluation.rules import ThresholdRule, ThresholdSet
+from memmon.model import Level
+from tests.samples import process_sample
+
+W, C, E = Level.WARNING, Level.CRITICAL, Level.EMERGENCY
+THRESHOLDS = ThresholdSet(
+    memory_mb={W: 100.0, C: 200.0, E: 400.0},
+    memory_percent={W: 70.0, C: 85.0, E: 95.0},
+    system_percent={W: 70.0, C: 85.0, E: 95.0},
+    swap_percent={W: 50.0, C: 80.0, E: 95.0},
+)
+
+
+def evaluator(margin: float = 0.05, min_duration: float = 0.0) -> Evaluator:
+    return Evaluator(
+        ThresholdRule(THRESHOLDS),
+        resolve_margin_ratio=margin,
+        min_duration_seconds=min_duration,
+        hostname="h1",
+    )
+
+
+def levels(ev: Evaluator, rss_values: list[float]) -> list[Level]:
+    return [ev.evaluate(process_sample(rss, at=1000.0 + i)).level for i, rss in enumerate(rss_values)]
+
+
+def test_levels_follow_mb_thresholds_in_order() -> None:
+    """RSS crossing each MB threshold raises the level to warning, critical, emergency."""
+    assert levels(evaluator(), [50, 100, 150, 200, 399, 400]) == [Level.OK, W, W, C, C, E]
+
+
+def test_hysteresis_holds_level_until_below_margin() -> None:
+    """A level resolves only below threshold * (1 - margin), and then steps down to what still holds."""
+    # warning at 100 MB, margin 10 %: holds down to 90 MB, resolves at 89.
+    assert levels(evaluator(margin=0.10), [120, 99, 91, 90, 89]) == [W, W, W, W, Level.OK]
+    # critical 200: resolves below 180 to warning (still above 90), then ok below 90.
+    assert levels(evaluator(margin=0.10), [250, 185, 179, 95, 85]) == [C, C, W, W, Level.OK]
+
+
+def test_min_duration_debounces_escalation() -> None:
+    """With a minimum duration, a level is entered only after it has held that long; a dip resets it."""
+    ev = evaluator(min_duration=10.0)
+    seen = [
+        ev.evaluate(process_sample(rss, at=t)).level
+        for t, rss in [(0, 150), (5, 150), (9, 50), (12, 150), (21, 150), (22, 150)]
+    ]
+    assert seen == [Level.OK, Level.OK, Level.OK, Level.OK, Level.OK, W]
+
+
+def test_escalation_resolves_old_alert_and_fires_new_one() -> None:
+    """warning -> critical yields a resolved warning alert and a firing critical alert with the guide's fields."""
+    ev = evaluator()
+    first = ev.evaluate(process_sample(150, at=10.0))
+    (warning,) = first.transitions
+    assert (warning.state, warning.severity, warning.component) == ("firing", W, "process_memory")
+    assert warning.threshold == 100.0 and warning.memory_usage == 150.0
+    assert warning.message.startswith("WARNING: Memory usage 150.0MB exceeds warning threshold")
+    second = ev.evaluate(process_sample(250, at=20.0))
+    resolved, critical = second.transitions
+    assert (resolved.id, resolved.state, resolved.resolved_at) == (warning.id, "resolved", 20.0)
+    assert (critical.state, critical.severity, critical.started_at) == ("firing", C, 20.0)
+    assert critical.fingerprint == fingerprint("process_memory", "pid:42", C) != warning.fingerprint
+    assert [a.id for a in second.active_alerts] == [critical.id]
+    assert critical.metadata["host"] == "h1" and critical.metadata["previous_level"] == "warning"
+
+
+def test_percent_threshold_converted_to_mb_with_the_limit() -> None:
+    """A percent threshold of a cgroup limit is reported in MB of that limit, and the limit source is named."""
+    ev = evaluator()
+    result = ev.evaluate(process_sample(90, cgroup_limit_mb=100))  # 90 % of a 100 MB cgroup limit
+    severities = {a.component: a for a in result.transitions}
+    alert = severities["process_memory"]
+    assert alert.severity == C  # 90 % >= 85 % critical, although 90 MB < the 100 MB warning
+    assert alert.threshold == 85.0
+    assert alert.metadata["limit_source"] == "cgroup" and alert.metadata["threshold_kind"] == "memory_percent"
+    assert "cgroup_memory" in severities  # the cgroup's own working set against its limit
+
+
+def test_system_memory_component_judges_host_percent() -> None:
+    """Host used percent is its own component, judged by the system thresholds."""
+    result = evaluator().evaluate(process_sample(10, host_percent=90.0))
+    (alert,) = result.transitions
+    assert (alert.component, alert.severity) == ("system_memory", C)
+    assert result.level == C
+
+
+def test_missing_source_keeps_component_state() -> None:
+    """A check without process data (source degraded) neither resolves nor changes the process alert."""
+    ev = evaluator()
+    ev.evaluate(process_sample(150, at=1.0))
+    blind = replace(process_sample(150, at=2.0), target_bytes=None, process=None)
+    result = ev.evaluate(blind)
+    assert result.transitions == () and result.level == W
+
+
+def test_restore_resumes_firing_alerts_without_refiring() -> None:
+    """Alerts still firing in the store are restored: the same level fires nothing new; a drop resolves them."""
+    first = evaluator()
+    (alert,) = first.evaluate(process_sample(250, at=1.0)).transitions
+    resumed = evaluator()
+    resumed.restore([alert])
+    assert resumed.level == C
+    assert resumed.evaluate(process_sample(250, at=2.0)).transitions == ()
+    (resolved,) = resumed.evaluate(process_sample(10, at=3.0)).transitions
+    assert (resolved.id, resolved.state) == (alert.id, "resolved")

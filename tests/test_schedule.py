@@ -1,0 +1,72 @@
+"""The fixed-rate check loop: no drift, no stacking, errors contained."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from memmon.schedule import FixedRateLoop
+
+
+async def test_ticks_keep_their_cadence_when_each_tick_takes_time() -> None:
+    """Ticks start at start + k*interval even though each one takes 80 % of the interval (no drift)."""
+    starts: list[float] = []
+
+    async def tick() -> None:
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.04)
+
+    loop = FixedRateLoop(tick, 0.05)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.6)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    offsets = [s - starts[0] for s in starts]
+    # Tick 9 is due at 0.40 s; a loop sleeping a full interval after each run would start it near 0.72 s.
+    # The bound sits half-way, so scheduler noise on a busy machine does not decide the outcome.
+    assert len(starts) >= 9
+    assert 0.39 <= offsets[8] < 0.56
+
+
+async def test_overrunning_tick_is_not_stacked_and_is_reported() -> None:
+    """A tick longer than the interval skips the covered ticks, never runs two at once, and calls on_overrun."""
+    running = 0
+    peak = 0
+    overruns: list[int] = []
+
+    async def tick() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.12)
+        running -= 1
+
+    loop = FixedRateLoop(
+        tick, 0.05, overrun_after=0.1, on_overrun=lambda _d, skipped: overruns.append(skipped)
+    )
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.3)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert peak == 1
+    assert overruns and all(skipped >= 2 for skipped in overruns)
+    assert loop.skipped_ticks >= 2
+
+
+async def test_a_failing_tick_does_not_end_the_loop() -> None:
+    """An exception in one tick is reported to on_error and the next tick still runs."""
+    calls = 0
+    errors: list[BaseException] = []
+
+    async def tick() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("transient")
+
+    loop = FixedRateLoop(tick, 0.02, on_error=errors.append)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.1)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert calls >= 3 and len(errors) == 1 and loop.last_completed is not None
