@@ -8,6 +8,7 @@ trees and real tests read the real files. Samplers never log and never swallow a
 
 from __future__ import annotations
 
+import os
 from typing import Protocol, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
@@ -27,3 +28,18 @@ class Sampler(Protocol[T_co]):
     def sample(self) -> T_co:
         """Read the source now; raise ``SourceUnavailable`` when it cannot be read."""
         ...
+
+
+def read_file(path: str) -> bytes:
+    """A small kernel file's content with plain ``os.read`` (no buffered file object: this runs every check).
+
+    Raises ``OSError`` like ``open()`` does. /proc and /sys files are generated on read, so read until EOF.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

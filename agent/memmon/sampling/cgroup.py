@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memmon.model import CgroupSample
-from memmon.sampling.base import SourceUnavailable
+from memmon.sampling.base import SourceUnavailable, read_file
 
 _MOUNTINFO = Path("/proc/self/mountinfo")
 _UNIT_SUFFIXES = frozenset(
@@ -370,7 +370,7 @@ def _build(
 def _read_or_none(directory: Path, name: str) -> str | None:
     """An interface file's text, None when the file (not the directory) is missing."""
     try:
-        return (directory / name).read_bytes().decode("ascii", "replace")
+        return read_file(f"{directory}/{name}").decode("ascii", "replace")
     except FileNotFoundError:
         if not directory.is_dir():
             raise SourceUnavailable(f"cgroup {directory}: no such cgroup directory") from None

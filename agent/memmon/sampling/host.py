@@ -17,9 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from memmon.model import HostSample
-from memmon.sampling.base import SourceUnavailable
+from memmon.sampling.base import SourceUnavailable, read_file
 
 _KIB = 1024
+_WANTED = frozenset(
+    (b"MemTotal", b"MemFree", b"MemAvailable", b"Buffers", b"Cached", b"SwapTotal", b"SwapFree")
+)
+"""The /proc/meminfo lines a host sample uses; the other ~50 are skipped before any parsing."""
 
 
 def _percent(used: int, total: int) -> float:
@@ -34,6 +38,7 @@ class HostSampler:
 
     def __init__(self, meminfo: Path = Path("/proc/meminfo")) -> None:
         self._meminfo = meminfo
+        self._path = str(meminfo)
 
     @property
     def path(self) -> Path:
@@ -69,13 +74,13 @@ class HostSampler:
     def _read(self) -> dict[str, int]:
         """``{"MemTotal": bytes, ...}`` from lines like ``MemTotal:       24684096 kB``."""
         try:
-            data = self._meminfo.read_bytes()
+            data = read_file(self._path)
         except OSError as exc:
             raise SourceUnavailable(f"host {self._meminfo}: {exc.strerror or exc}") from exc
         fields: dict[str, int] = {}
         for line in data.splitlines():
             key, sep, rest = line.partition(b":")
-            if not sep:
+            if not sep or key not in _WANTED:
                 continue
             parts = rest.split()
             if not parts:

@@ -175,7 +175,7 @@ class ProcessSampler:
         self._denied.clear()
         for pid, proc in list(self._procs.items()):
             try:
-                memories.append(_read(proc))
+                memories.append(_read(proc, verify=pid != self._own_pid))
             except _Gone as exc:
                 del self._procs[pid]
                 self._lost[pid] = str(exc)
@@ -238,15 +238,19 @@ class ProcessSampler:
         self._procs = found
 
 
-def _read(proc: psutil.Process) -> ProcessMemory:
-    """One process's memory; ``_Gone`` when it exited, is a zombie or its pid now names another process."""
+def _read(proc: psutil.Process, *, verify: bool = True) -> ProcessMemory:
+    """One process's memory; ``_Gone`` when it exited, is a zombie or its pid now names another process.
+
+    ``verify=False`` skips the exit and pid-reuse checks: only for memmon's own process, which is alive
+    while it samples (this saves two /proc reads per check).
+    """
     pid = proc.pid
     try:
         # is_running() compares pid + start time with a fresh read, so a reused pid counts as gone.
-        if not proc.is_running():
+        if verify and not proc.is_running():
             raise _Gone(f"pid {pid} exited")
         with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if verify and proc.status() == psutil.STATUS_ZOMBIE:
                 # A zombie keeps its pid until reaped but has no memory left: it has exited.
                 raise _Gone(f"pid {pid} exited (zombie)")
             info = proc.memory_info()

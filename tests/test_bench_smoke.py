@@ -1,0 +1,24 @@
+"""Benchmarks run once at tiny sizes: they must keep working, their figures are not judged here."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_cost_benchmark_prints_its_table() -> None:
+    """bench/check_cost.py --quick prints the check-cost table, the ratio to the floor and the idle footprint."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "check_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"\| full check \(all samplers \+ evaluation\), every check \| [\d.]+ \| [\d.]+ \|", out)
+    assert re.search(r"\| floor: os\.read of the same files \| [\d.]+ \| [\d.]+ \|", out)
+    assert re.search(r"full check / floor \(median\): [\d.]+x", out)
+    assert re.search(r"idle agent .*RSS [\d.]+ MiB, CPU [\d.]+ %", out)
