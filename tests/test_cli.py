@@ -92,6 +92,14 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, float, str]:
     return proc.returncode, time.monotonic() - started, err
 
 
+WARNING_FROM_1_MB = {
+    "MEMMON_THRESHOLDS__MEMORY_WARNING_MB": "1",
+    "MEMMON_THRESHOLDS__MEMORY_CRITICAL_MB": "100000",
+    "MEMMON_THRESHOLDS__MEMORY_EMERGENCY_MB": "200000",
+}
+"""Thresholds that put any process at warning and nothing higher."""
+
+
 @pytest.fixture
 def agent_args(tmp_path: Path) -> tuple[list[str], int, Path]:
     port = free_port()
@@ -127,11 +135,7 @@ def test_runs_serves_and_stops_cleanly_on_sigterm(agent_args) -> None:
 def test_history_and_alerts_survive_a_restart(agent_args) -> None:
     """After a restart, samples and the alert log of the previous run are still served."""
     args, port, _state = agent_args
-    env = clean_env(
-        MEMMON_THRESHOLDS__MEMORY_WARNING_MB="1",
-        MEMMON_THRESHOLDS__MEMORY_CRITICAL_MB="100000",
-        MEMMON_THRESHOLDS__MEMORY_EMERGENCY_MB="200000",
-    )
+    env = clean_env(**WARNING_FROM_1_MB)
     first = memmon(*args, env=env)
     wait_ready(port, first)
     time.sleep(0.6)
@@ -161,11 +165,7 @@ def test_history_and_alerts_survive_a_restart(agent_args) -> None:
 def test_one_log_line_per_level_change_and_json_logs(agent_args) -> None:
     """A level change is logged once (not every check), and --log-format json writes one JSON object per line."""
     args, port, _state = agent_args
-    env = clean_env(
-        MEMMON_THRESHOLDS__MEMORY_WARNING_MB="1",
-        MEMMON_THRESHOLDS__MEMORY_CRITICAL_MB="100000",
-        MEMMON_THRESHOLDS__MEMORY_EMERGENCY_MB="200000",
-    )
+    env = clean_env(**WARNING_FROM_1_MB)
     proc = memmon(*args, "--log-format", "json", env=env)
     wait_ready(port, proc)
     time.sleep(1.0)  # about five more checks at the same level

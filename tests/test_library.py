@@ -16,8 +16,7 @@ GUIDE_CONFIG = Path(__file__).resolve().parent / "fixtures" / "config" / "guide-
 
 
 async def test_guide_call_shapes_work_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """ProductionMemoryMonitor(path), start_monitoring, add_handler and MemoryHealthServer(monitor, port) work
-    as the guide writes them, and the custom handler receives the alert."""
+    """The guide's library calls work as written, and a custom handler added to alert_manager gets the alert."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.setenv("MEMMON_THRESHOLDS__MEMORY_WARNING_MB", "1")
     monitor = ProductionMemoryMonitor(str(GUIDE_CONFIG))

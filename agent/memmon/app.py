@@ -142,10 +142,10 @@ class ProductionMemoryMonitor:
         if self._loop_task is not None:
             return
         active, recent = await self.recorder.open(self.settings.monitoring.history_size)
-        self.evaluator.restore(active)
+        self.started_at = self.clock()
+        stale = self.evaluator.restore(active, self.sampler.target_label, self.started_at)
         for point in recent:
             self.history.append(point)
-        self.started_at = self.clock()
         self._started_monotonic = self.monotonic()
         performance = self.settings.performance
         self._loop = FixedRateLoop(
@@ -158,6 +158,9 @@ class ProductionMemoryMonitor:
         )
         self._loop_task = asyncio.get_running_loop().create_task(self._loop.run(), name="memmon-check-loop")
         self.recorder.start()
+        if stale:
+            self.recorder.add_alerts(stale)
+            self.alert_manager.publish(stale)
         log.info(
             "monitoring %s every %gs (state in %s)",
             self.sampler.target_label,

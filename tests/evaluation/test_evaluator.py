@@ -105,8 +105,18 @@ def test_restore_resumes_firing_alerts_without_refiring() -> None:
     first = evaluator()
     (alert,) = first.evaluate(process_sample(250, at=1.0)).transitions
     resumed = evaluator()
-    resumed.restore([alert])
+    assert resumed.restore([alert], "pid:42", now=1.5) == []
     assert resumed.level == C
     assert resumed.evaluate(process_sample(250, at=2.0)).transitions == ()
     (resolved,) = resumed.evaluate(process_sample(10, at=3.0)).transitions
     assert (resolved.id, resolved.state) == (alert.id, "resolved")
+
+
+def test_restore_resolves_alerts_of_a_target_no_longer_watched() -> None:
+    """After a restart with another target, the old target's firing alerts are resolved, not resumed."""
+    (alert,) = evaluator().evaluate(process_sample(250, at=1.0)).transitions
+    resumed = evaluator()
+    (stale,) = resumed.restore([alert], "cgroup:/other", now=5.0)
+    assert (stale.id, stale.state, stale.resolved_at) == (alert.id, "resolved", 5.0)
+    assert "no longer watched" in stale.message
+    assert resumed.level == Level.OK and resumed.active_alerts() == ()

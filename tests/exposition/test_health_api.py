@@ -37,7 +37,7 @@ async def test_health_has_the_guide_fields(start_agent) -> None:
     assert_iso_utc(body["timestamp"])
     assert body["monitoring_active"] is True
     assert 1 < body["memory_usage_mb"] < 1024  # this test process's RSS
-    assert body["target"].startswith("self:pid:")
+    assert body["target"] == "self"
 
 
 async def test_memory_detail_has_guide_fields_and_says_which_limit(start_agent) -> None:

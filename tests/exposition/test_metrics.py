@@ -37,7 +37,7 @@ async def test_metrics_have_both_families_with_values(start_agent) -> None:
     )
     assert "memory_cleanup_operations" in families and "memory_leaks_detected" in families
     level = families["memmon_memory_level"][0]
-    assert level.value == 0 and level.labels["target"].startswith("self:pid:")
+    assert level.value == 0 and level.labels["target"] == "self"
     limit = families["memmon_effective_limit_bytes"][0]
     assert limit.value > 2**20 and limit.labels["source"] in ("host", "cgroup")
     checks = next(s.value for s in families["memmon_checks"] if s.name == "memmon_checks_total")

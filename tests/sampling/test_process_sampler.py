@@ -20,7 +20,7 @@ def test_own_process_agrees_with_psutil() -> None:
     sampler = ProcessSampler()
     sample = sampler.sample()
     info = psutil.Process().memory_info()
-    assert sampler.label == f"self:pid:{os.getpid()}"
+    assert sampler.label == "self"
     assert sampler.is_own_process
     assert sampler.pids == (os.getpid(),)
     assert [p.pid for p in sample.processes] == [os.getpid()]

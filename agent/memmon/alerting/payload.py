@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from memmon.isotime import iso_utc
 from memmon.model import Alert
-
-
-def iso_utc(timestamp: float | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix, whole seconds as the guide shows ("2024-01-15T10:30:00Z"),
-    milliseconds kept when present."""
-    if timestamp is None:
-        return None
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:

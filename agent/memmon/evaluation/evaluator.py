@@ -67,16 +67,31 @@ class Evaluator:
         alerts = [state.alert for state in self._states.values() if state.alert is not None]
         return tuple(sorted(alerts, key=lambda alert: (-alert.severity, alert.component)))
 
-    def restore(self, alerts: Iterable[Alert]) -> None:
-        """Resume after a restart: alerts still firing in the store become the current state again."""
+    def restore(self, alerts: Iterable[Alert], target: str, now: float) -> list[Alert]:
+        """Resume after a restart: alerts still firing for ``target`` become the current state again (no new
+        notification). Firing alerts of another target (the watched target changed) are resolved; they are
+        returned so that the caller records their resolution."""
+        stale: list[Alert] = []
         for alert in alerts:
             if alert.state != "firing":
+                continue
+            if alert.target != target:
+                stale.append(
+                    replace(
+                        alert,
+                        state="resolved",
+                        resolved_at=now,
+                        message=f"RESOLVED: {alert.component} {alert.severity.label} no longer watched "
+                        f"(target is now {target})",
+                    )
+                )
                 continue
             state = self._states.setdefault(alert.component, _ComponentState())
             if state.alert is None or alert.severity > state.level:
                 state.level = alert.severity
                 state.alert = alert
         self._level = max((state.level for state in self._states.values()), default=Level.OK)
+        return stale
 
     def evaluate(self, sample: MemorySample) -> Evaluation:
         """Judge one sample; returns the verdict and the alert transitions it caused."""

@@ -16,10 +16,11 @@ from aiohttp import web
 
 from memmon import __version__
 from memmon.actions.gc import GcRateLimited
-from memmon.alerting.payload import alert_payload, iso_utc
+from memmon.alerting.payload import alert_payload
 from memmon.exposition.requests import choice_param, json_error, number_param, require_token
 from memmon.exposition.source import MonitorView
 from memmon.history import downsample
+from memmon.isotime import iso_utc
 from memmon.model import MB, HistoryPoint, Level, MemorySample
 
 STATUS_NAMES = {

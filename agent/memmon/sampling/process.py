@@ -89,11 +89,11 @@ class ProcessSampler:
 
     @property
     def label(self) -> str:
-        """``self:pid:1234``, ``pid:12,34`` or ``match:gunicorn``."""
+        """``self`` (stable across restarts, so metric series do not churn), ``pid:12,34`` or ``match:REGEX``."""
         if self._pattern is not None:
             return f"match:{self._pattern.pattern}"
         if self._self_mode:
-            return f"self:pid:{self._own_pid}"
+            return "self"
         return "pid:" + ",".join(str(pid) for pid in self._requested)
 
     @property
