@@ -355,3 +355,12 @@ def test_settings_are_frozen() -> None:
     s = load_settings(environ=HOME)
     with pytest.raises(ValueError, match="frozen"):
         s.server.health_port = 1  # type: ignore[misc]
+
+
+def test_unknown_memmon_env_section_is_an_error() -> None:
+    """A MEMMON_ variable naming no section (a typo) is reported with a suggestion instead of being ignored."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MEMMON_THRESHOLD__MEMORY_WARNING_MB": "5", "MEMMON_API_TOKEN": "t"})
+    (line,) = caught.value.problems
+    assert line.startswith("MEMMON_THRESHOLD__MEMORY_WARNING_MB: unknown setting 'threshold'")
+    assert "did you mean MEMMON_THRESHOLDS__" in line

@@ -403,6 +403,25 @@ def _without_none(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
+    """``MEMMON_*`` variables naming no section: pydantic-settings would ignore them silently (a typo)."""
+    sections = sorted(Settings.model_fields)
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("MEMMON_") or upper in GUIDE_ENV:
+            continue
+        section = upper.removeprefix("MEMMON_").split("__", 1)[0].lower()
+        if section not in Settings.model_fields:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"; did you mean MEMMON_{close[0].upper()}__...?" if close else ""
+            problems.append(
+                f"{name}: unknown setting {section!r}{hint} (expected MEMMON_<SECTION>__<KEY>, sections: "
+                f"{', '.join(sections)})"
+            )
+    return problems
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     *,
@@ -416,6 +435,7 @@ def load_settings(
     file_data = read_config_file(config_path) if config_path is not None else {}
     load = _Load(environ=environ, file_data=file_data, problems=[], layers={})
     init = _without_none(overrides or {})
+    load.problems = _unknown_env_sections(environ)
     load_token, environ_token = _LOAD.set(load), LOAD_ENVIRON.set(environ)
     try:
         settings = Settings(**init)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from memmon.model import PressureSample
 from memmon.sampling.base import SourceUnavailable
-from memmon.sampling.cgroup import CgroupLocation
+from memmon.sampling.cgroup_location import CgroupLocation
 
 _HOST_PRESSURE = Path("/proc/pressure/memory")
 
