@@ -261,3 +261,13 @@ def test_guide_start_script_runs_with_the_guide_flags(tmp_path: Path) -> None:
     )  # the guide's config checks every 30 s; the first check is at once
     assert body["monitoring_active"] is True
     assert stop(proc)[0] == 0
+
+
+def test_unusable_state_dir_exits_2(tmp_path: Path) -> None:
+    """A state directory that cannot be created stops start-up with exit code 2 naming storage.state_dir."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = memmon("--health-port", "0", "--prometheus-port", "0", "--state-dir", str(blocker / "state"))
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert "storage.state_dir" in err and str(blocker) in err

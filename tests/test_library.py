@@ -69,3 +69,19 @@ async def test_stop_monitoring_is_idempotent_and_flushes(make_monitor) -> None:
         assert len(monitor.store.history(0)) >= 3
     finally:
         monitor.store.close()
+
+
+async def test_monitor_can_be_stopped_and_started_again(make_monitor) -> None:
+    """stop_monitoring then start_monitoring resumes checks on the same store."""
+    monitor = make_monitor()
+    await monitor.start_monitoring()
+    await monitor.check_now()
+    await monitor.stop_monitoring()
+    await monitor.start_monitoring()
+    try:
+        evaluation = await monitor.check_now()
+        assert evaluation.sample.process is not None and monitor.monitoring_active
+        timestamps = [point.timestamp for point in await monitor.history_since(0)]
+        assert len(timestamps) >= 2 and len(set(timestamps)) == len(timestamps)
+    finally:
+        await monitor.stop_monitoring()

@@ -123,7 +123,7 @@ class ProductionMemoryMonitor:
             alert_retention_seconds=storage.alert_retention_hours * 3600,
             clock=clock,
         )
-        self._sample_pool = ThreadPoolExecutor(1, thread_name_prefix="memmon-sample")
+        self._sample_pool: ThreadPoolExecutor | None = None
         self.recorder = StoreRecorder(
             self.store, self.telemetry, flush_interval=storage.flush_interval_seconds
         )
@@ -144,8 +144,9 @@ class ProductionMemoryMonitor:
         active, recent = await self.recorder.open(self.settings.monitoring.history_size)
         self.started_at = self.clock()
         stale = self.evaluator.restore(active, self.sampler.target_label, self.started_at)
-        for point in recent:
-            self.history.append(point)
+        if not len(self.history):  # a restart in the same process keeps its ring
+            for point in recent:
+                self.history.append(point)
         self._started_monotonic = self.monotonic()
         performance = self.settings.performance
         self._loop = FixedRateLoop(
@@ -179,7 +180,9 @@ class ProductionMemoryMonitor:
             self._loop_task.cancel()
         await self.alert_manager.drain(wait_seconds / 4)
         await self.recorder.close()
-        self._sample_pool.shutdown(wait=False, cancel_futures=True)
+        if self._sample_pool is not None:
+            self._sample_pool.shutdown(wait=False, cancel_futures=True)
+            self._sample_pool = None
         self._loop = None
         self._loop_task = None
 
@@ -218,6 +221,8 @@ class ProductionMemoryMonitor:
         return evaluation, time.perf_counter() - started
 
     async def _in_pool(self, fn: Callable[[], T]) -> T:
+        if self._sample_pool is None:
+            self._sample_pool = ThreadPoolExecutor(1, thread_name_prefix="memmon-sample")
         return await asyncio.get_running_loop().run_in_executor(self._sample_pool, fn)
 
     def _log_level_change(self, evaluation: Evaluation) -> None:

@@ -72,7 +72,7 @@ class StoreRecorder:
         self.max_buffered = max_buffered
         self.problem: str | None = None
         """Why the store is failing now, or None."""
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="memmon-store")
+        self._pool: ThreadPoolExecutor | None = None
         self._pending: list[HistoryPoint] = []
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[bool]] = set()
@@ -100,7 +100,9 @@ class StoreRecorder:
         await asyncio.gather(*self._writes)
         await self.flush()
         await self._guard("close", self.store.close)
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def add_point(self, point: HistoryPoint) -> None:
         """Buffer one sample; the oldest are dropped (and counted) past ``max_buffered`` while the store fails."""
@@ -151,6 +153,8 @@ class StoreRecorder:
                 await self._guard("prune", self.store.prune)
 
     async def _call(self, fn: Callable[[], T]) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="memmon-store")
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def _guard(self, operation: str, fn: Callable[[], object]) -> bool:
