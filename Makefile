@@ -5,7 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean system-deps
+
+# Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
+# tests that need them skip, saying so.
+SYSTEM_PACKAGES := prometheus-alertmanager
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -28,7 +32,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check agent tests e2e bench scripts
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "note: not root, cannot install$$missing; the tests that need it will skip"; fi
+
+test: $(STAMP) system-deps lint
 	$(BIN)/pytest
 
 bench: $(STAMP)

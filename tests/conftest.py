@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +21,49 @@ from memmon.config import load_settings
 from memmon.exposition.server import MemoryHealthServer
 
 MonitorFactory = Callable[..., ProductionMemoryMonitor]
+
+
+def is_loopback_host(host: object) -> bool:
+    """Whether a host name or address stays on this machine (127.0.0.0/8, ::1, localhost, or a bind-any)."""
+    if host is None or host in ("", b"", "localhost", "ip6-localhost"):
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests may reach 127.0.0.0/8 only: name lookups and connections to anything else fail at once (the
+    guide's example config names real Slack and webhook hosts; a test must never contact them)."""
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def refuse(host: object) -> OSError:
+        return OSError(f"test network guard: only loopback may be reached, not {host!r}")
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not is_loopback_host(host):
+            raise socket.gaierror(socket.EAI_NONAME, str(refuse(host)))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and not is_loopback_host(address[0]):
+            raise refuse(address[0])
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if isinstance(address, tuple) and not is_loopback_host(address[0]):
+            raise refuse(address[0])
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

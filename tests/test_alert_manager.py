@@ -84,11 +84,15 @@ async def test_failing_and_slow_handlers_are_contained_and_counted(caplog: pytes
 
 
 async def test_publish_counts_fired_alerts_per_severity() -> None:
-    """Fired alerts feed memory_alerts_sent_total{severity}; resolutions are counted apart."""
+    """Every firing alert is counted per severity and component; resolutions are counted apart."""
     telemetry = Telemetry()
     manager = AlertManager(telemetry)
     manager.publish(transitions(150, 250, 450, 10))
-    assert telemetry.alerts_by_severity() == {"warning": 1, "critical": 1, "emergency": 1}
+    assert sorted(telemetry.alerts_fired.items()) == [
+        (("critical", "process_memory"), 1),
+        (("emergency", "process_memory"), 1),
+        (("warning", "process_memory"), 1),
+    ]
     assert telemetry.alerts_resolved.total() == 3
 
 

@@ -27,6 +27,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+NO_EXTERNAL_RECEIVERS = {
+    "MEMMON_ALERTING__SLACK_WEBHOOK": "null",
+    "MEMMON_ALERTING__WEBHOOK_URL": "null",
+}
+"""The guide's example config names real Slack and webhook hosts: a test agent must never post there."""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -254,11 +261,10 @@ def test_guide_start_script_runs_with_the_guide_flags(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(),
+        env=clean_env(**NO_EXTERNAL_RECEIVERS),
     )
-    body = wait_ready(
-        port, proc, timeout=45
-    )  # the guide's config checks every 30 s; the first check is at once
+    # The guide's config checks every 30 s; the first check runs at once.
+    body = wait_ready(port, proc, timeout=45)
     assert body["monitoring_active"] is True
     assert stop(proc)[0] == 0
 

@@ -11,14 +11,21 @@ import pytest
 from memmon import MemoryHealthServer, ProductionMemoryMonitor
 from memmon.config import ConfigError
 from memmon.model import Alert
+from tests.alerting.receivers import Receiver
 
 GUIDE_CONFIG = Path(__file__).resolve().parent / "fixtures" / "config" / "guide-full.json"
 
 
 async def test_guide_call_shapes_work_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The guide's library calls work as written, and a custom handler added to alert_manager gets the alert."""
+    """The guide's library calls work as written; a custom handler and the guide's webhook and Slack channels
+    (pointed at local receivers) get the alert."""
+    slack, hook = Receiver(), Receiver()
+    await slack.start()
+    await hook.start()
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.setenv("MEMMON_THRESHOLDS__MEMORY_WARNING_MB", "1")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.url + "/services/T0/B0/x")
+    monkeypatch.setenv("MEMMON_ALERTING__WEBHOOK_URL", hook.url + "/alerts")
     monitor = ProductionMemoryMonitor(str(GUIDE_CONFIG))
     assert monitor.settings.monitoring.check_interval == 30
     received: list[Alert] = []
@@ -31,8 +38,8 @@ async def test_guide_call_shapes_work_end_to_end(tmp_path: Path, monkeypatch: py
     health_server = MemoryHealthServer(monitor, port=0, prometheus_port=0)
     await health_server.start_server()
     try:
-        for _ in range(100):
-            if received:
+        for _ in range(250):
+            if received and slack.requests and hook.requests:
                 break
             await asyncio.sleep(0.02)
         url = f"http://127.0.0.1:{health_server.port}/health"
@@ -41,7 +48,12 @@ async def test_guide_call_shapes_work_end_to_end(tmp_path: Path, monkeypatch: py
     finally:
         await health_server.stop_server()
         await monitor.stop_monitoring()
+        await slack.close()
+        await hook.close()
     assert [(a.severity.label, a.component) for a in received] == [("warning", "process_memory")]
+    # The guide routes critical and emergency explicitly; warning is not listed, so it goes to every channel.
+    assert hook.bodies[0]["severity"] == "warning" and hook.bodies[0]["component"] == "process_memory"
+    assert "WARNING" in slack.bodies[0]["text"]
     assert body["status"] == "warning"
     assert (tmp_path / "memmon" / "memmon.db").is_file()
     assert not monitor.monitoring_active

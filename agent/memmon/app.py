@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from memmon.actions.gc import GcAction
+from memmon.alerting.channel import Receipt
+from memmon.alerting.dispatcher import AlertDispatcher, Backoff, ChannelReport
 from memmon.alerting.manager import AlertManager
+from memmon.alerting.ratelimit import NotificationLimiter
+from memmon.alerting.routing import build_channels, build_routing
+from memmon.alerting.spool import AlertSpool
+from memmon.alerting.testalert import make_test_alert
 from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule, ThresholdSet
@@ -114,7 +120,8 @@ class ProductionMemoryMonitor:
             min_duration_seconds=self.settings.thresholds.min_duration_seconds,
             clock=clock,
         )
-        self.alert_manager = AlertManager(self.telemetry)
+        self.dispatcher = self._build_dispatcher()
+        self.alert_manager = AlertManager(self.telemetry, dispatcher=self.dispatcher)
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
         self.store = MemoryStore(
@@ -135,6 +142,33 @@ class ProductionMemoryMonitor:
         self._loop_task: asyncio.Task[None] | None = None
         self._check_lock = asyncio.Lock()
 
+    def _build_dispatcher(self) -> AlertDispatcher:
+        alerting = self.settings.alerting
+        delivery = alerting.delivery
+        routing = build_routing(self.settings, build_channels(self.settings))
+        self.routing_warnings = routing.warnings
+        return AlertDispatcher(
+            routing.channels,
+            routing.routes,
+            AlertSpool(
+                Path(self.settings.storage.state_dir) / "spool.db",
+                max_entries_per_channel=delivery.spool_max_entries,
+                clock=self.clock,
+            ),
+            self.telemetry,
+            limiter=NotificationLimiter(
+                alerting.rate_limit_seconds,
+                immediate_emergency=self.settings.auto_response.emergency_actions.send_immediate_alert,
+                clock=self.clock,
+            ),
+            send_resolved=routing.send_resolved,
+            backoff=Backoff(delivery.backoff_initial_seconds, delivery.backoff_max_seconds),
+            degraded_after=delivery.degraded_after_failures,
+            attempt_timeout=delivery.timeout_seconds + 5,
+            active_alerts=self.active_alerts,
+            clock=self.clock,
+        )
+
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def start_monitoring(self) -> None:
@@ -142,6 +176,9 @@ class ProductionMemoryMonitor:
         if self._loop_task is not None:
             return
         active, recent = await self.recorder.open(self.settings.monitoring.history_size)
+        await self.dispatcher.start()
+        for warning in self.routing_warnings:
+            log.warning("%s", warning)
         self.started_at = self.clock()
         stale = self.evaluator.restore(active, self.sampler.target_label, self.started_at)
         if not len(self.history):  # a restart in the same process keeps its ring
@@ -179,6 +216,7 @@ class ProductionMemoryMonitor:
         except TimeoutError:
             self._loop_task.cancel()
         await self.alert_manager.drain(wait_seconds / 4)
+        await self.dispatcher.close(wait_seconds / 4)
         await self.recorder.close()
         if self._sample_pool is not None:
             self._sample_pool.shutdown(wait=False, cancel_futures=True)
@@ -249,8 +287,11 @@ class ProductionMemoryMonitor:
     def degraded(self) -> tuple[Degradation, ...]:
         """Sources that failed in the latest check, plus the store when it is failing."""
         sampled = self.latest.sample.degraded if self.latest is not None else ()
-        store_problem = self.recorder.problem
-        return (*sampled, Degradation("store", store_problem)) if store_problem else sampled
+        store = (Degradation("store", self.recorder.problem),) if self.recorder.problem else ()
+        channels = tuple(
+            Degradation(f"alerting.{name}", why) for name, why in self.dispatcher.degraded().items()
+        )
+        return (*sampled, *store, *channels)
 
     def is_live(self) -> bool:
         """The check loop runs and finished a check recently (within ``server.live_stale_seconds``)."""
@@ -283,6 +324,14 @@ class ProductionMemoryMonitor:
         if process is None or not process.is_own_process:
             return None
         return await self._in_pool(process.count_gc_objects)
+
+    def alert_channels(self) -> dict[str, ChannelReport]:
+        """Each delivery channel's health and pending deliveries."""
+        return self.dispatcher.report()
+
+    async def send_test_alert(self, channel: str, severity: Level = Level.WARNING) -> Receipt:
+        """A test alert through one channel now (``KeyError`` if not configured, ``DeliveryFailed`` if refused)."""
+        return await self.dispatcher.send_test(channel, make_test_alert(self.sampler.target_label, severity))
 
     def run_gc(self) -> ActionResult:
         """The manual ``POST /health/actions/gc`` (rate-limited; see :class:`GcAction`)."""

@@ -132,7 +132,26 @@ def run(argv: Sequence[str]) -> int:
     return asyncio.run(run_agent(settings))
 
 
-COMMANDS = {"check-config": check_config}
+def test_alert(argv: Sequence[str]) -> int:
+    """``memmon test-alert --channel NAME``: 0 when the receiver accepted, 1 when it refused or was unreachable,
+    2 for a bad config or a channel that is not configured."""
+    parser = argparse.ArgumentParser(
+        prog="memmon test-alert", description="Send a test alert through one channel and show the answer."
+    )
+    parser.add_argument("--channel", required=True, help="log, slack, webhook, email or alertmanager")
+    parser.add_argument("--config", type=Path, help="JSON config file")
+    parser.add_argument("--severity", choices=("warning", "critical", "emergency"), default="warning")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        return _report(error)
+    from memmon.alerting.testalert import run_test_alert
+
+    return asyncio.run(run_test_alert(settings, args.channel, args.severity))
+
+
+COMMANDS = {"check-config": check_config, "test-alert": test_alert}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

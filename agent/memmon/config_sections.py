@@ -273,6 +273,42 @@ class AlertLevelSettings(Section):
     """Channel names: log, slack, webhook, email, alertmanager."""
 
 
+class SmtpSettings(Section):
+    """The mail server of the ``email`` channel (recipients are ``alerting.email`` / ``ALERT_EMAIL``)."""
+
+    host: str | None = None
+    """SMTP server host; null = the email channel is not configured."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    """SMTP port (587 submission with STARTTLS, 465 implicit TLS, 25 plain)."""
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    """``starttls`` (upgrade after connecting), ``ssl`` (implicit TLS) or ``none`` (plain text)."""
+    username: str | None = None
+    """Login user; null = no AUTH."""
+    password: SecretStr | None = None
+    """Login password (secret)."""
+    from_address: Email | None = None
+    """Sender address; null = memmon@<host name>."""
+    ca_file: str | None = None
+    """CA bundle that signs the server's certificate (a private CA); null = the system's."""
+    verify_tls: bool = True
+    """Check the server certificate (switch off only for a throw-away test server)."""
+
+
+class DeliverySettings(Section):
+    """How alert deliveries are attempted and retried."""
+
+    timeout_seconds: Seconds = 10
+    """Seconds one delivery attempt may take."""
+    backoff_initial_seconds: Seconds = 1
+    """Wait before the first retry; doubled after each failure, with +-50 % jitter."""
+    backoff_max_seconds: Seconds = 300
+    """Longest wait between two retries (a receiver's Retry-After may ask for longer)."""
+    degraded_after_failures: Annotated[int, Field(ge=1)] = 3
+    """Consecutive failed attempts after which a channel is reported degraded."""
+    spool_max_entries: Annotated[int, Field(ge=10)] = 10_000
+    """Pending deliveries kept per channel; beyond it the oldest warnings go first, never an emergency."""
+
+
 class AlertingSettings(Section):
     """Alert channels and how often the same alert may repeat."""
 
@@ -285,7 +321,19 @@ class AlertingSettings(Section):
     rate_limit_seconds: Annotated[float, Field(ge=0)] = 300
     """Minimum seconds between two notifications of the same alert."""
     alert_levels: dict[LevelName, AlertLevelSettings] = Field(default_factory=dict)
-    """Channels per level name (warning, critical, emergency)."""
+    """Channels per level name (warning, critical, emergency); a level not listed uses every configured channel."""
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    """Mail server of the email channel."""
+    alertmanager_url: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
+    """Alertmanager base URL, e.g. http://127.0.0.1:9093 (secret: may carry basic-auth credentials)."""
+    alertmanager_repush_seconds: Seconds = 60
+    """Firing alerts are pushed to Alertmanager again this often (it resolves alerts not re-pushed)."""
+    instance: str | None = None
+    """The ``instance`` label and the host shown in messages; null = the host name (or POD_NAME)."""
+    send_resolved: dict[Channel, bool] = Field(default_factory=dict)
+    """Per channel, whether a resolve notification is sent when the level clears (default true)."""
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    """Timeouts, retries and the spool bound."""
 
 
 class WarningActions(Section):

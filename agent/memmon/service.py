@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 
+from memmon.alerting.spool import SpoolError
 from memmon.app import ProductionMemoryMonitor
 from memmon.config import Settings
 from memmon.exposition.server import MemoryHealthServer, ServerStartError
@@ -33,7 +34,7 @@ async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) ->
     try:
         try:
             await monitor.start_monitoring()
-        except StoreError as exc:
+        except (StoreError, SpoolError) as exc:
             log.error("storage.state_dir: %s", exc)
             return EXIT_CONFIG
         try:

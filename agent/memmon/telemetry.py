@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 LabelValues = tuple[str, ...]
 
@@ -103,17 +103,14 @@ class Telemetry:
         self.check_failures = LabeledCounter(())
         self.check_duration = DurationHistogram()
         self.alerts_fired = LabeledCounter(("severity", "component"))
-        """Firing alerts raised (the guide's ``memory_alerts_sent_total`` sums these per severity)."""
+        """Firing alerts raised (every one, rate-limited or not)."""
         self.alerts_resolved = LabeledCounter(("severity", "component"))
+        self.alerts_notified = LabeledCounter(("severity",))
+        """Firing alerts notified after rate limiting: the guide's ``memory_alerts_sent_total{severity}``."""
+        self.deliveries = LabeledCounter(("channel", "outcome"))
+        """Delivery attempts by outcome: delivered, failed (will retry), rejected, dropped, ..."""
         self.handler_errors = LabeledCounter(("handler",))
         self.actions = LabeledCounter(("action", "outcome"))
         self.cleanup_operations = LabeledCounter(())
         self.leaks_detected = LabeledCounter(())
         self.store_errors = LabeledCounter(("operation",))
-
-    def alerts_by_severity(self) -> Mapping[str, float]:
-        """Fired alerts summed per severity."""
-        totals: dict[str, float] = {}
-        for (severity, _component), count in self.alerts_fired.items():
-            totals[severity] = totals.get(severity, 0.0) + count
-        return totals

@@ -1,8 +1,9 @@
-"""Alert hand-off: log every transition, count it, and pass it to the registered handlers.
+"""Alert hand-off: count every transition, pass it to the custom handlers and to the delivery dispatcher.
 
-Handlers run as background tasks with a timeout so that a slow or failing receiver never delays the check loop.
-Delivery channels with retries and a durable spool build on this (see the alerting issue); this module is the
-guide's ``monitor.alert_manager.add_handler(fn)``.
+This is the guide's ``monitor.alert_manager``. Custom handlers (``add_handler(fn)``) see every transition, not
+rate-limited (they are code: they decide themselves); the dispatcher notifies the channels (log, Slack, webhook,
+email, Alertmanager) with rate limiting and a durable spool. Handlers run in background tasks with a timeout,
+so a slow or failing one never delays the check loop.
 """
 
 from __future__ import annotations
@@ -13,17 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from memmon.model import Alert, Level
+from memmon.alerting.dispatcher import AlertDispatcher
+from memmon.model import Alert
 from memmon.telemetry import Telemetry
 
 AlertHandler = Callable[[Alert], Awaitable[Any] | Any]
-
-_LOG_LEVELS = {
-    Level.OK: logging.INFO,
-    Level.WARNING: logging.WARNING,
-    Level.CRITICAL: logging.ERROR,
-    Level.EMERGENCY: logging.CRITICAL,
-}
 
 
 def handler_name(handler: AlertHandler) -> str:
@@ -38,11 +33,13 @@ class AlertManager:
         self,
         telemetry: Telemetry,
         *,
+        dispatcher: AlertDispatcher | None = None,
         handler_timeout: float = 10.0,
         queue_size: int = 1000,
         logger: logging.Logger | None = None,
     ) -> None:
         self.telemetry = telemetry
+        self.dispatcher = dispatcher
         self.handler_timeout = handler_timeout
         self.queue_size = queue_size
         self.logger = logger or logging.getLogger("memmon.alerts")
@@ -66,12 +63,13 @@ class AlertManager:
         return tuple(self._handlers)
 
     def publish(self, alerts: Iterable[Alert]) -> None:
-        """Log and count each transition and schedule the handlers; returns at once."""
+        """Count each transition, queue it for the handlers and the channels; returns at once."""
         batch = tuple(alerts)
         if not batch:
             return
+        if self.dispatcher is not None:
+            self.dispatcher.submit(batch)
         for alert in batch:
-            self._log(alert)
             counter = (
                 self.telemetry.alerts_fired if alert.state == "firing" else self.telemetry.alerts_resolved
             )
@@ -130,21 +128,3 @@ class AlertManager:
                 self.logger.error("alert handler %s failed for alert %s: %s", name, alert.id, reason)
             finally:
                 queue.task_done()
-
-    def _log(self, alert: Alert) -> None:
-        level = _LOG_LEVELS[alert.severity] if alert.state == "firing" else logging.INFO
-        self.logger.log(
-            level,
-            "alert %s %s: %s",
-            alert.state,
-            alert.severity.label,
-            alert.message,
-            extra={
-                "alert_id": alert.id,
-                "fingerprint": alert.fingerprint,
-                "severity": alert.severity.label,
-                "component": alert.component,
-                "target": alert.target,
-                "state": alert.state,
-            },
-        )

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from memmon import __version__
 from memmon.actions.gc import GcRateLimited
+from memmon.alerting.channel import DeliveryFailed
 from memmon.alerting.payload import alert_payload
 from memmon.exposition.requests import choice_param, json_error, number_param, require_token
 from memmon.exposition.source import MonitorView
@@ -118,6 +119,7 @@ class HealthRoutes:
         app.router.add_get("/health/alerts", self.alerts)
         app.router.add_get("/health/metrics/history", self.history)
         app.router.add_post("/health/actions/gc", self.gc)
+        app.router.add_post("/health/actions/test-alert", self.test_alert)
 
     def _status(self) -> str:
         return "starting" if self.monitor.latest is None else STATUS_NAMES[self.monitor.level]
@@ -140,6 +142,16 @@ class HealthRoutes:
                 "live": self.monitor.is_live(),
                 "ready": self.monitor.is_ready(),
                 "degraded": sorted({d.source for d in self.monitor.degraded}),
+                "alert_channels": {
+                    name: {
+                        "state": "degraded" if report.degraded else "ok",
+                        "pending": report.pending,
+                        "consecutive_failures": report.consecutive_failures,
+                        "last_error": report.last_error,
+                        "last_success": iso_utc(report.last_success_at),
+                    }
+                    for name, report in self.monitor.alert_channels().items()
+                },
                 "version": __version__,
             }
         )
@@ -240,4 +252,31 @@ class HealthRoutes:
                 "duration_seconds": round(result.duration_seconds, 6),
                 "timestamp": iso_utc(result.started_at),
             }
+        )
+
+    async def test_alert(self, request: web.Request) -> web.Response:
+        """Send a test alert through ``?channel=NAME`` (``&severity=``) and report the receiver's answer: 200 when
+        it accepted, 502 when it refused or was unreachable; needs the API token like the other actions."""
+        token = self.monitor.settings.server.api_token
+        require_token(request, None if token is None else token.get_secret_value())
+        name = request.query.get("channel", "")
+        severity = Level.parse(
+            choice_param(request, "severity", ("warning", "critical", "emergency"), "warning")
+        )
+        try:
+            receipt = await self.monitor.send_test_alert(name, severity)
+        except KeyError as exc:
+            raise json_error(400, "invalid parameter", str(exc.args[0]), parameter="channel") from None
+        except DeliveryFailed as exc:
+            return web.json_response(
+                {"channel": name, "accepted": False, "reason": exc.reason, "status": exc.status,
+                 "retryable": exc.retryable},
+                status=502,
+            )  # fmt: skip
+        except TimeoutError:
+            return web.json_response(
+                {"channel": name, "accepted": False, "reason": "no answer in time"}, status=502
+            )
+        return web.json_response(
+            {"channel": name, "accepted": True, "status": receipt.status, "detail": receipt.detail}
         )

@@ -78,12 +78,11 @@ class MemmonCollector(Collector):
                 if value is not None:
                     usage.add_metric([component], value)
         yield usage
-        by_severity = telemetry.alerts_by_severity()
         sent = CounterMetricFamily(
-            "memory_alerts_sent", "Guide compatibility: alerts raised.", labels=["severity"]
+            "memory_alerts_sent", "Guide compatibility: firing alerts notified.", labels=["severity"]
         )
         for level in ALERT_LEVELS:
-            sent.add_metric([level.label], by_severity.get(level.label, 0))
+            sent.add_metric([level.label], telemetry.alerts_notified.value(level.label))
         yield sent
         yield _histogram(
             "memory_check_duration_seconds",
@@ -119,6 +118,19 @@ class MemmonCollector(Collector):
             "memmon_alert_handler_errors", "Custom alert handler failures.", telemetry.handler_errors
         )
         yield _counter("memmon_store_errors", "State store failures.", telemetry.store_errors)
+        yield _counter(
+            "memmon_alert_deliveries", "Alert deliveries by channel and outcome.", telemetry.deliveries
+        )
+        channels = monitor.alert_channels()
+        pending = GaugeMetricFamily("memmon_alert_spool_pending", "Deliveries waiting.", labels=["channel"])
+        degraded_channels = GaugeMetricFamily(
+            "memmon_alert_channel_degraded", "1 while a channel keeps failing.", labels=["channel"]
+        )
+        for name, report in sorted(channels.items()):
+            pending.add_metric([name], report.pending)
+            degraded_channels.add_metric([name], 1 if report.degraded else 0)
+        yield pending
+        yield degraded_channels
         if latest is None:
             return
         sample = latest.sample

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from memmon.alerting.channel import Receipt
+from memmon.alerting.dispatcher import ChannelReport
 from memmon.config import Settings
 from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
 from memmon.telemetry import Telemetry
@@ -46,3 +48,7 @@ class MonitorView(Protocol):
     async def count_gc_objects(self) -> int | None: ...
 
     def run_gc(self) -> ActionResult: ...
+
+    def alert_channels(self) -> dict[str, ChannelReport]: ...
+
+    async def send_test_alert(self, channel: str, severity: Level = Level.WARNING) -> Receipt: ...

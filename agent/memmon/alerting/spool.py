@@ -1,0 +1,423 @@
+"""The durable delivery spool: alert transitions waiting for a channel's receiver to accept them.
+
+Every transition to deliver through a channel is added here BEFORE the first attempt and deleted only after
+the receiver accepted it (or rejected it permanently), so an agent killed with SIGKILL finds its pending
+deliveries after restart. One SQLite file in WAL mode, schema version 1 in ``PRAGMA user_version`` (a file
+written by a newer schema is refused), ``quick_check`` at open, like :mod:`memmon.store` but a separate file.
+
+Durability: ``synchronous=NORMAL`` in WAL mode means a committed transaction has been written to the WAL file
+(not fsynced). It survives a SIGKILL or crash of the process, because the write is in the OS page cache; it
+may be lost (never corrupted: the database rolls back to an earlier commit) only if the OS or the machine
+goes down before the kernel flushes it.
+
+Each channel holds at most ``max_entries_per_channel`` entries. Beyond that the entry of LOWEST severity is
+dropped, OLDEST first (oldest warnings, then oldest criticals), the new entry competing with the rest; an
+emergency is never dropped, so a channel holding only emergencies keeps them all and exceeds the bound.
+
+Alerts round-trip exactly, as in the store: levels by label, metadata as JSON frozen back with
+:func:`~memmon.model.frozen_mapping` (tuples come back as lists, nested mappings as dicts, other values as
+their ``str()``). Every failure raises :class:`SpoolError`, whose message names the spool file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memmon.model import Alert, Level, frozen_mapping
+
+__all__ = ["MAX_ERROR_CHARS", "SCHEMA_VERSION", "AlertSpool", "SpoolEntry", "SpoolError"]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+"""How long a write waits for another writer (e.g. an operator's shell holding a write lock)."""
+CLOSE_CHECKPOINT_TIMEOUT_MS = 200
+"""How long the checkpoint at close waits for readers before leaving the WAL for the next open."""
+MAX_ERROR_CHARS = 500
+"""``last_error`` is truncated to this many characters."""
+_EMERGENCY_RANK = int(Level.EMERGENCY)
+"""Severity rank is the level's value: warning 1, critical 2, emergency 3 (never dropped)."""
+
+_SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS spool ("
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, "  # AUTOINCREMENT: an id is never reused after a delete
+    "channel TEXT NOT NULL, "
+    "idempotency_key TEXT NOT NULL, "
+    "rank INTEGER NOT NULL, "
+    "attempts INTEGER NOT NULL DEFAULT 0, "
+    "next_attempt_at REAL NOT NULL, "
+    "created_at REAL NOT NULL, "
+    "last_error TEXT, "
+    "alert_id TEXT NOT NULL, "
+    "fingerprint TEXT NOT NULL, "
+    "severity TEXT NOT NULL, "
+    "component TEXT NOT NULL, "
+    "target TEXT NOT NULL, "
+    "state TEXT NOT NULL, "
+    "started_at REAL NOT NULL, "
+    "resolved_at REAL, "
+    "memory_usage REAL NOT NULL, "
+    "threshold REAL NOT NULL, "
+    "message TEXT NOT NULL, "
+    "metadata TEXT NOT NULL, "
+    "UNIQUE (channel, idempotency_key))",
+    "CREATE INDEX IF NOT EXISTS spool_channel_next ON spool (channel, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS spool_channel_rank ON spool (channel, rank, id)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_ENTRY_NAMES = (
+    "id, channel, idempotency_key, attempts, next_attempt_at, created_at, last_error, "
+    "alert_id, fingerprint, severity, component, target, state, started_at, resolved_at, "
+    "memory_usage, threshold, message, metadata"
+)
+_INSERT = (
+    "INSERT INTO spool (channel, idempotency_key, rank, next_attempt_at, created_at, "
+    "alert_id, fingerprint, severity, component, target, state, started_at, resolved_at, "
+    "memory_usage, threshold, message, metadata) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (channel, idempotency_key) DO NOTHING"
+)
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened, read or written; the message names the spool file."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One alert transition waiting for delivery through one channel."""
+
+    id: int
+    """Autoincrement row id, never reused."""
+    channel: str
+    idempotency_key: str
+    """``f"{alert.id}:{alert.state}"``, built by the caller; unique per channel."""
+    alert: Alert
+    attempts: int
+    """Failed attempts so far."""
+    next_attempt_at: float
+    """Epoch seconds."""
+    created_at: float
+    last_error: str | None
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+def _metadata_json(metadata: Mapping[str, object]) -> str:
+    try:
+        return json.dumps(dict(metadata), sort_keys=True, default=_json_default)
+    except TypeError:  # keys of mixed or non-JSON types in a nested mapping: keep the alert, skip those keys
+        return json.dumps(dict(metadata), default=_json_default, skipkeys=True)
+
+
+def _entry_from_row(row: Sequence[Any]) -> SpoolEntry:
+    metadata = json.loads(row[18])
+    if not isinstance(metadata, dict):
+        raise ValueError(f"spool entry {row[0]} metadata is not a JSON object")
+    alert = Alert(
+        id=row[7],
+        fingerprint=row[8],
+        severity=Level.parse(row[9]),
+        component=row[10],
+        target=row[11],
+        state=row[12],
+        started_at=row[13],
+        resolved_at=row[14],
+        memory_usage=row[15],
+        threshold=row[16],
+        message=row[17],
+        metadata=frozen_mapping(metadata),
+    )
+    return SpoolEntry(
+        id=row[0],
+        channel=row[1],
+        idempotency_key=row[2],
+        alert=alert,
+        attempts=row[3],
+        next_attempt_at=row[4],
+        created_at=row[5],
+        last_error=row[6],
+    )
+
+
+class AlertSpool:
+    """Alert transitions waiting for delivery, per channel, in one SQLite file.
+
+    Synchronous; the dispatcher calls it from ONE worker thread. A lock still serialises calls, so that e.g.
+    :meth:`close` from the main thread at shutdown is safe. Call :meth:`open` before anything else; any
+    method but :meth:`close` raises :class:`SpoolError` on a closed spool.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_entries_per_channel: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Configure only; nothing touches the disk before :meth:`open`. The bound must be >= 1."""
+        if max_entries_per_channel < 1:
+            raise ValueError(f"max_entries_per_channel must be >= 1, got {max_entries_per_channel}")
+        self._path = Path(path)
+        self._max = int(max_entries_per_channel)
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The spool file."""
+        return self._path
+
+    @property
+    def is_open(self) -> bool:
+        """True between :meth:`open` and :meth:`close`."""
+        return self._conn is not None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the parent directory (mode 0o700, parents too) and the spool; no-op when already open.
+
+        Sets WAL journaling and ``synchronous=NORMAL``: a committed row survives a SIGKILL of the process
+        (it is in the OS page cache), though not necessarily a power loss or OS crash. Then checks the file
+        (``quick_check``) and creates or checks the schema (``user_version`` 1). ``SpoolError`` naming the
+        path when the directory cannot be created or written, the file is not a sound SQLite database, WAL
+        cannot be enabled, or the schema is newer than this version knows.
+        """
+        with self._lock:
+            if self._conn is not None:
+                return
+            parent = self._path.parent
+            if parent.exists() and not parent.is_dir():
+                raise SpoolError(f"spool directory {parent} is not a directory; cannot open {self._path}")
+            try:
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SpoolError(
+                    f"cannot create spool directory {parent} for {self._path}: {exc.strerror or exc}"
+                ) from exc
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise SpoolError(f"spool directory {parent} is not writable; cannot open {self._path}")
+            try:
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,  # explicit BEGIN/COMMIT below
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot open spool {self._path}: {exc}") from exc
+            try:
+                self._prepare(conn)
+            except (sqlite3.Error, SpoolError) as exc:
+                conn.close()
+                if isinstance(exc, SpoolError):
+                    raise
+                raise SpoolError(
+                    f"cannot use spool {self._path}: {exc} "
+                    "(if the file is corrupt, move it aside and memmon starts a new one)"
+                ) from exc
+            self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise SpoolError(f"cannot enable WAL journaling on {self._path} (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SpoolError(
+                f"spool {self._path} has schema version {version}, newer than this memmon's "
+                f"{SCHEMA_VERSION}; upgrade memmon or move the file aside"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file (best effort, brief wait for readers), close. Idempotent."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {CLOSE_CHECKPOINT_TIMEOUT_MS}")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass  # a reader holds the WAL: the next open (or the last connection to close) folds it in
+            finally:
+                conn.close()
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
+        """The open connection under the lock; sqlite3 and decoding errors become SpoolError."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise SpoolError(f"cannot {action}: spool {self._path} is not open")
+            try:
+                yield conn
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                raise SpoolError(f"cannot {action} in {self._path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block succeeds, rolled back when it raises."""
+        with self._connection(action) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def add(
+        self, channel: str, key: str, alert: Alert, *, not_before: float | None = None
+    ) -> tuple[int, list[SpoolEntry]]:
+        """Spool ``alert`` for ``channel`` under idempotency ``key``, and enforce the channel's bound.
+
+        The entry is due at ``not_before`` (default: now, from the injected clock). Insert and bound are
+        one transaction. Adding a (channel, key) already in the spool changes nothing and returns its id
+        with no drops (a key deleted after delivery can be added again).
+
+        Returns ``(id, dropped)``: ``id`` is the new entry's, or -1 when the new entry itself was the one
+        dropped by the bound; ``dropped`` lists the entries that were already in the spool and were dropped
+        to make room (the new entry, when dropped, is signalled by -1 only, never listed), lowest severity
+        and oldest first.
+        """
+        now = self._clock()
+        due_at = now if not_before is None else not_before
+        row = (
+            channel,
+            key,
+            int(alert.severity),
+            due_at,
+            now,
+            alert.id,
+            alert.fingerprint,
+            alert.severity.label,
+            alert.component,
+            alert.target,
+            alert.state,
+            alert.started_at,
+            alert.resolved_at,
+            alert.memory_usage,
+            alert.threshold,
+            alert.message,
+            _metadata_json(alert.metadata),
+        )
+        with self._transaction(f"add {key!r} to channel {channel!r}") as conn:
+            cursor = conn.execute(_INSERT, row)
+            if cursor.rowcount == 0:
+                (existing,) = conn.execute(
+                    "SELECT id FROM spool WHERE channel = ? AND idempotency_key = ?", (channel, key)
+                ).fetchone()
+                return int(existing), []
+            new_id = cursor.lastrowid
+            assert new_id is not None
+            (count,) = conn.execute("SELECT count(*) FROM spool WHERE channel = ?", (channel,)).fetchone()
+            excess = int(count) - self._max
+            if excess <= 0:
+                return new_id, []
+            victims = [
+                _entry_from_row(victim)
+                for victim in conn.execute(
+                    f"SELECT {_ENTRY_NAMES} FROM spool WHERE channel = ? AND rank < ? ORDER BY rank, id LIMIT ?",
+                    (channel, _EMERGENCY_RANK, excess),
+                )
+            ]
+            conn.executemany("DELETE FROM spool WHERE id = ?", [(victim.id,) for victim in victims])
+            dropped = [victim for victim in victims if victim.id != new_id]
+            return (-1 if len(dropped) < len(victims) else new_id), dropped
+
+    def failed(self, entry_id: int, *, next_attempt_at: float, error: str) -> None:
+        """Record a failed attempt: attempts + 1, retry at ``next_attempt_at``, keep ``error`` (500 chars).
+
+        An id no longer in the spool (e.g. dropped by the bound meanwhile) is ignored.
+        """
+        with self._transaction(f"record failed attempt of entry {entry_id}") as conn:
+            conn.execute(
+                "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                (next_attempt_at, error[:MAX_ERROR_CHARS], entry_id),
+            )
+
+    def delete(self, entry_id: int) -> None:
+        """Remove an entry the receiver accepted (or rejected permanently). An unknown id is ignored."""
+        with self._transaction(f"delete entry {entry_id}") as conn:
+            conn.execute("DELETE FROM spool WHERE id = ?", (entry_id,))
+
+    # -- reads -----------------------------------------------------------------------------------------
+
+    def due(self, channel: str, now: float | None = None, limit: int = 10) -> list[SpoolEntry]:
+        """Up to ``limit`` entries of ``channel`` with ``next_attempt_at <= now`` (default: the clock).
+
+        Emergency first, then critical, then warning; oldest (lowest id) first within a severity.
+        """
+        now = self._clock() if now is None else now
+        sql = (
+            f"SELECT {_ENTRY_NAMES} FROM spool WHERE channel = ? AND next_attempt_at <= ? "
+            "ORDER BY rank DESC, id LIMIT ?"
+        )
+        with self._connection(f"read due entries of channel {channel!r}") as conn:
+            return [_entry_from_row(row) for row in conn.execute(sql, (channel, now, max(0, limit)))]
+
+    def next_due_at(self, channel: str) -> float | None:
+        """The earliest ``next_attempt_at`` of ``channel``; None when it has no entries."""
+        with self._connection(f"read next due time of channel {channel!r}") as conn:
+            (earliest,) = conn.execute(
+                "SELECT min(next_attempt_at) FROM spool WHERE channel = ?", (channel,)
+            ).fetchone()
+        return None if earliest is None else float(earliest)
+
+    def pending(self) -> dict[str, int]:
+        """Number of entries per channel (channels without entries are absent)."""
+        with self._connection("count pending entries") as conn:
+            rows = conn.execute("SELECT channel, count(*) FROM spool GROUP BY channel ORDER BY channel")
+            return {str(channel): int(count) for channel, count in rows}
+
+    def entries(self, channel: str | None = None) -> list[SpoolEntry]:
+        """Every entry (of ``channel``, or of all channels when None), by id."""
+        sql = f"SELECT {_ENTRY_NAMES} FROM spool"
+        params: tuple[str, ...] = ()
+        if channel is not None:
+            sql += " WHERE channel = ?"
+            params = (channel,)
+        sql += " ORDER BY id"
+        with self._connection("read entries") as conn:
+            return [_entry_from_row(row) for row in conn.execute(sql, params)]
+
+    def __repr__(self) -> str:
+        state = "open" if self._conn is not None else "closed"
+        return f"AlertSpool({str(self._path)!r}, {state})"
