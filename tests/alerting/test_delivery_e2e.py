@@ -220,3 +220,25 @@ async def test_test_alert_endpoint(start_agent, receiver: Receiver) -> None:
     assert status == 400 and body["parameter"] == "channel"
     status, _ = await agent.post("/health/actions/test-alert?channel=webhook")
     assert status == 401
+
+
+async def test_failing_channel_is_degraded_in_health_and_metrics(start_agent, receiver: Receiver) -> None:
+    """A receiver that keeps refusing marks its channel degraded in /health and in the metrics, with counts."""
+    await receiver.down()
+    overrides = webhook_overrides(receiver)
+    overrides["thresholds"] = {"memory_warning_mb": 1, "memory_critical_mb": 100_000, "memory_emergency_mb": 200_000}
+    agent = await start_agent(overrides)
+    await wait_until(lambda: agent.monitor.alert_channels()["webhook"].degraded)
+    status, health = await agent.get("/health")
+    assert status == 200 and "alerting.webhook" in health["degraded"]
+    channel = health["alert_channels"]["webhook"]
+    assert channel["state"] == "degraded" and channel["pending"] == 1
+    assert "connection refused" in channel["last_error"]
+    _, metrics = await agent.get("/metrics")
+    assert 'memmon_alert_channel_degraded{channel="webhook"} 1.0' in metrics
+    assert 'memmon_alert_spool_pending{channel="webhook"} 1.0' in metrics
+    assert 'memmon_alert_deliveries_total{channel="webhook",outcome="failed"}' in metrics
+    assert 'memory_alerts_sent_total{severity="warning"} 1.0' in metrics
+    await receiver.up()
+    await wait_until(lambda: receiver.accepted == 1)
+    await wait_until(lambda: not agent.monitor.alert_channels()["webhook"].degraded)
