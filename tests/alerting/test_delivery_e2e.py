@@ -226,7 +226,11 @@ async def test_failing_channel_is_degraded_in_health_and_metrics(start_agent, re
     """A receiver that keeps refusing marks its channel degraded in /health and in the metrics, with counts."""
     await receiver.down()
     overrides = webhook_overrides(receiver)
-    overrides["thresholds"] = {"memory_warning_mb": 1, "memory_critical_mb": 100_000, "memory_emergency_mb": 200_000}
+    overrides["thresholds"] = {
+        "memory_warning_mb": 1,
+        "memory_critical_mb": 100_000,
+        "memory_emergency_mb": 200_000,
+    }
     agent = await start_agent(overrides)
     await wait_until(lambda: agent.monitor.alert_channels()["webhook"].degraded)
     status, health = await agent.get("/health")
