@@ -70,3 +70,39 @@ async def test_a_failing_tick_does_not_end_the_loop() -> None:
     loop.stop()
     await asyncio.wait_for(task, 1)
     assert calls >= 3 and len(errors) == 1 and loop.last_completed is not None
+
+
+async def test_trigger_runs_a_tick_at_once() -> None:
+    """trigger() starts the next tick without waiting for the interval, even when set during a tick."""
+    ticks: list[float] = []
+    loop: FixedRateLoop
+
+    async def tick() -> None:
+        ticks.append(time.monotonic())
+        if len(ticks) == 1:
+            loop.trigger()  # set while the first tick runs: must not be lost
+
+    loop = FixedRateLoop(tick, 30.0)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.1)
+    loop.trigger()
+    await asyncio.sleep(0.1)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert len(ticks) == 3  # a 30 s interval would have allowed only the first
+
+
+async def test_next_interval_shortens_the_wait() -> None:
+    """An adaptive hint shorter than the interval makes ticks come sooner."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+
+    loop = FixedRateLoop(tick, 30.0, next_interval=lambda: 0.02)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.3)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert ticks >= 3

@@ -16,7 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
+from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
+from memmon.actions.kubernetes import KubeConfig, KubernetesClient, PodReporter, why_not_in_cluster
+from memmon.actions.restarts import build_restart
+from memmon.actions.runner import ActionRunner
+from memmon.actions.signals import SignalAction
+from memmon.actions.targets import TargetProcesses
+from memmon.actions.throttle import Throttle
 from memmon.alerting.channel import Receipt
 from memmon.alerting.dispatcher import AlertDispatcher, Backoff, ChannelReport
 from memmon.alerting.manager import AlertManager
@@ -122,6 +130,15 @@ class ProductionMemoryMonitor:
         )
         self.dispatcher = self._build_dispatcher()
         self.alert_manager = AlertManager(self.telemetry, dispatcher=self.dispatcher)
+        self.caches = CacheRegistry()
+        self.throttle = Throttle()
+        """The app wraps work in it (``async with monitor.throttle:`` / ``with monitor.throttle:``); memmon
+        shrinks its capacity at critical and emergency and restores it when the level clears."""
+        self.nonessential = NonessentialWorkers()
+        self.pod_reporter = self._build_pod_reporter()
+        self.actions = self._build_actions()
+        self._check_listeners: list[Callable[[Evaluation], object]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
         self.store = MemoryStore(
@@ -168,6 +185,69 @@ class ProductionMemoryMonitor:
             active_alerts=self.active_alerts,
             clock=self.clock,
         )
+
+    def _build_pod_reporter(self) -> PodReporter | None:
+        if not self.settings.auto_response.kubernetes_events:
+            return None
+        config = KubeConfig.in_cluster()
+        if config is None:
+            log.info("not in a Kubernetes pod (%s): pod annotations and events are off", why_not_in_cluster())
+            return None
+        return PodReporter(KubernetesClient(config))
+
+    def add_check_listener(self, listener: Callable[[Evaluation], object]) -> None:
+        """Call ``listener(evaluation)`` after every check, on the event loop (quick work only)."""
+        self._check_listeners.append(listener)
+
+    def _build_actions(self) -> ActionRunner:
+        target = self.settings.target
+        process = self._process
+        own = process is not None and process.is_own_process and target.kind == "process"
+        cgroup = self.sampler.cgroup
+        members_of_cgroup = target.kind == "cgroup" and not (target.pids or target.match)
+        targets = TargetProcesses(
+            pids=lambda: process.pids if process is not None else (),
+            cgroup_dir=(lambda: cgroup.location.directory if cgroup and cgroup.location else None)
+            if members_of_cgroup
+            else None,
+            own_target=own,
+        )
+        restart, fallback, self.liveness = build_restart(self.settings, targets, clock=self.clock)
+        return ActionRunner(
+            self.settings.auto_response,
+            self.telemetry,
+            in_process=own,
+            caches=self.caches,
+            throttle=self.throttle,
+            nonessential=self.nonessential,
+            signals=lambda name: SignalAction(targets, name),
+            restart=restart,
+            fallback=fallback,
+            recheck=self._recheck,
+            own_rss=self_rss_bytes,
+            on_restart=self._restart_reported,
+            clock=self.clock,
+        )
+
+    async def _restart_reported(self, result: ActionResult) -> None:
+        if self.pod_reporter is not None:
+            outcome = "done" if result.success else f"failed: {result.error}"
+            await self.pod_reporter.restart_event(f"{result.action} {outcome}")
+
+    async def _recheck(self) -> tuple[Level, int | None]:
+        """A fresh sample judged by thresholds alone: the re-read right before (and after) a restart."""
+        sample = await self._in_pool(self.sampler.sample)
+        return self.evaluator.raw_level(sample), sample.target_bytes
+
+    def register_cache(self, name: str, cache: Any) -> None:
+        """A cache memmon clears at critical/emergency: a clear function, or anything with ``cache_clear()``
+        (``functools.lru_cache``) or ``clear()`` (a dict)."""
+        self.caches.register(name, cache)
+
+    def register_nonessential(self, name: str, stop: Callable[[], Any]) -> None:
+        """A worker memmon stops at emergency by calling ``stop`` (cooperative: Python cannot kill threads, so
+        the worker must return from its loop when asked)."""
+        self.nonessential.register(name, stop)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -216,6 +296,9 @@ class ProductionMemoryMonitor:
         except TimeoutError:
             self._loop_task.cancel()
         await self.alert_manager.drain(wait_seconds / 4)
+        await self.actions.close(wait_seconds / 8)
+        if self._side_tasks:
+            await asyncio.wait(set(self._side_tasks), timeout=wait_seconds / 8)
         await self.dispatcher.close(wait_seconds / 4)
         await self.recorder.close()
         if self._sample_pool is not None:
@@ -246,12 +329,31 @@ class ProductionMemoryMonitor:
             point = history_point(evaluation, seconds)
             self.history.append(point)
             self.recorder.add_point(point)
-            if evaluation.transitions:
-                self.recorder.add_alerts(evaluation.transitions)
-                self.alert_manager.publish(evaluation.transitions)
+            transitions = self.actions.on_evaluation(evaluation)
+            if transitions:
+                self.recorder.add_alerts(transitions)
+                self.alert_manager.publish(transitions)
             if evaluation.level != evaluation.previous_level:
                 self._log_level_change(evaluation)
+                if self.pod_reporter is not None:
+                    reason = self.actions_reason(evaluation)
+                    task = asyncio.get_running_loop().create_task(
+                        self.pod_reporter.level_changed(evaluation.level, evaluation.previous_level, reason)
+                    )
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
+            for listener in self._check_listeners:
+                try:
+                    listener(evaluation)
+                except Exception:  # a listener's bug must not stop checks
+                    log.exception("check listener %r failed", listener)
             return evaluation
+
+    @staticmethod
+    def actions_reason(evaluation: Evaluation) -> str:
+        """The worst component's reason, or why the level is ok."""
+        worst = max(evaluation.components, key=lambda c: c.level, default=None)
+        return worst.reason if worst is not None and evaluation.level > Level.OK else "all components ok"
 
     def _sample_and_evaluate(self) -> tuple[Evaluation, float]:
         started = time.perf_counter()
@@ -264,8 +366,7 @@ class ProductionMemoryMonitor:
         return await asyncio.get_running_loop().run_in_executor(self._sample_pool, fn)
 
     def _log_level_change(self, evaluation: Evaluation) -> None:
-        worst = max(evaluation.components, key=lambda c: c.level, default=None)
-        reason = worst.reason if worst is not None and evaluation.level > Level.OK else "all components ok"
+        reason = self.actions_reason(evaluation)
         log_level = logging.INFO if evaluation.level < evaluation.previous_level else logging.WARNING
         log.log(
             log_level if evaluation.level > Level.OK else logging.INFO,
@@ -293,9 +394,12 @@ class ProductionMemoryMonitor:
         )
         return (*sampled, *store, *channels)
 
-    def is_live(self) -> bool:
-        """The check loop runs and finished a check recently (within ``server.live_stale_seconds``)."""
+    def is_live(self, scope: str = "app") -> bool:
+        """The check loop runs and finished a check recently (within ``server.live_stale_seconds``); for the
+        ``app`` scope also: no graceful restart through the liveness probe is requested."""
         if not self.monitoring_active or self._loop is None:
+            return False
+        if scope == "app" and self.liveness is not None and self.liveness.failing:
             return False
         last = self._loop.last_completed or self._started_monotonic or 0.0
         return self.monotonic() - last <= self.settings.live_stale_seconds
@@ -325,6 +429,10 @@ class ProductionMemoryMonitor:
             return None
         return await self._in_pool(process.count_gc_objects)
 
+    def recent_actions(self) -> list[ActionResult]:
+        """The latest automatic and manual action results, newest last."""
+        return self.actions.recent_results()
+
     def alert_channels(self) -> dict[str, ChannelReport]:
         """Each delivery channel's health and pending deliveries."""
         return self.dispatcher.report()
@@ -335,4 +443,6 @@ class ProductionMemoryMonitor:
 
     def run_gc(self) -> ActionResult:
         """The manual ``POST /health/actions/gc`` (rate-limited; see :class:`GcAction`)."""
-        return self.gc_action.run()
+        result = self.gc_action.run()
+        self.actions.recent.append(result)
+        return result

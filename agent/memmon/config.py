@@ -33,12 +33,12 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from memmon.config_actions import AutoResponseSettings
 from memmon.config_file import ConfigError, read_config_file
 from memmon.config_sections import (
     LOAD_ENVIRON,
     PROBLEMS,
     AlertingSettings,
-    AutoResponseSettings,
     ExperimentalSettings,
     LeakDetectionSettings,
     LoggingSettings,
@@ -250,6 +250,19 @@ class Settings(BaseSettings):
             monitoring = self.monitoring.model_copy(update={"leak_detection": self.leak_detection})
             object.__setattr__(self, "monitoring", monitoring)
             object.__setattr__(self, "leak_detection", None)
+        return self
+
+    @model_validator(mode="after")
+    def _restart_unit(self) -> Settings:
+        restart = self.auto_response.emergency_actions.graceful_restart
+        if restart.strategy == "systemd" and not (restart.unit or self.target.unit):
+            raise problems_error(
+                problem(
+                    "the systemd strategy needs a unit",
+                    at="auto_response.emergency_actions.graceful_restart.unit",
+                    expected="graceful_restart.unit, or target.unit / --unit",
+                )
+            )
         return self
 
     @property

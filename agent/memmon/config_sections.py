@@ -336,64 +336,6 @@ class AlertingSettings(Section):
     """Timeouts, retries and the spool bound."""
 
 
-class WarningActions(Section):
-    """Automatic actions at the warning level."""
-
-    force_gc: bool = True
-    """Run a full garbage collection."""
-    log_warning: bool = True
-    """Log a warning message."""
-
-
-class CriticalActions(Section):
-    """Automatic actions at the critical level."""
-
-    force_gc: bool = True
-    """Run a full garbage collection."""
-    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
-    """Garbage-collection cycles to run."""
-    clear_caches: bool = True
-    """Clear the registered application caches."""
-    throttle_operations: bool = True
-    """Throttle concurrent operations."""
-
-
-class EmergencyActions(Section):
-    """Automatic actions at the emergency level."""
-
-    force_gc: bool = True
-    """Run a full garbage collection."""
-    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
-    """Garbage-collection cycles to run."""
-    clear_all_caches: bool = True
-    """Clear every registered cache."""
-    emergency_throttle: bool = True
-    """Throttle operations hard."""
-    stop_nonessential_workers: bool = True
-    """Stop the workers registered as non-essential."""
-    send_immediate_alert: bool = True
-    """Send the alert at once, ignoring the rate limit."""
-    prepare_restart: bool = True
-    """Prepare a graceful restart."""
-    graceful_restart: dict[str, Any] | None = None
-    """Graceful-restart options (free-form for now)."""
-
-
-class AutoResponseSettings(Section):
-    """Actions taken automatically when a level is reached."""
-
-    enabled: bool = True
-    """Run the automatic actions."""
-    dry_run: bool = False
-    """Log what would be done instead of doing it."""
-    warning_actions: WarningActions = Field(default_factory=WarningActions)
-    """Actions at the warning level."""
-    critical_actions: CriticalActions = Field(default_factory=CriticalActions)
-    """Actions at the critical level."""
-    emergency_actions: EmergencyActions = Field(default_factory=EmergencyActions)
-    """Actions at the emergency level."""
-
-
 class ExperimentalSettings(Section):
     """Experimental features."""
 

@@ -3,6 +3,8 @@
 Ticks are scheduled at ``start + k * interval`` (not "sleep interval after each run"), so the cadence holds however
 long each run takes. A run that outlasts its tick is awaited, never run concurrently with the next: the ticks it
 covered are skipped and counted, and a run longer than ``overrun_after`` is reported through ``on_overrun``.
+:meth:`trigger` runs a tick at once (a kernel memory event), and ``next_interval`` may shorten the wait
+(adaptive polling as headroom shrinks); the schedule then continues from that tick.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class FixedRateLoop:
         overrun_after: float | None = None,
         on_overrun: Callable[[float, int], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        next_interval: Callable[[], float] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -41,11 +44,18 @@ class FixedRateLoop:
         self.last_completed: float | None = None
         """Monotonic time the latest tick finished (successfully or not)."""
         self.skipped_ticks = 0
+        self.next_interval = next_interval
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
 
     def stop(self) -> None:
         """Ask the loop to end after the current tick; :meth:`run` then returns."""
         self._stop.set()
+        self._wake.set()
+
+    def trigger(self) -> None:
+        """Run the next tick now (a kernel event said memory moved); the fixed schedule resumes after it."""
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -83,5 +93,13 @@ class FixedRateLoop:
                 )
                 if self.on_overrun is not None:
                     self.on_overrun(duration, skipped)
+            if self.next_interval is not None:
+                # Adaptive polling: an earlier tick when the hint says memory nears its limit.
+                next_at = min(next_at, finished + self.next_interval())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, next_at - self.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_at - self.monotonic()))
+            if (
+                self._wake.is_set()
+            ):  # triggered (also while the tick ran): tick now, the schedule restarts here
+                self._wake.clear()
+                next_at = min(next_at, self.monotonic())

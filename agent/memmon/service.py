@@ -14,6 +14,8 @@ from memmon.alerting.spool import SpoolError
 from memmon.app import ProductionMemoryMonitor
 from memmon.config import Settings
 from memmon.exposition.server import MemoryHealthServer, ServerStartError
+from memmon.model import MB, Evaluation
+from memmon.sdnotify import SystemdNotifier
 from memmon.store import StoreError
 
 log = logging.getLogger("memmon.service")
@@ -21,6 +23,18 @@ log = logging.getLogger("memmon.service")
 EXIT_OK = 0
 EXIT_CONFIG = 2
 SHUTDOWN_SECONDS = 5.0
+
+
+def status_line(evaluation: Evaluation) -> str:
+    """systemd's STATUS=: the level and the judged memory (``systemctl status memmon`` shows it)."""
+    sample = evaluation.sample
+    usage = "unknown" if sample.target_bytes is None else f"{sample.target_bytes / MB:.0f} MB"
+    percent = (
+        ""
+        if sample.percent_of_limit is None
+        else f" ({sample.percent_of_limit:.0f}% of {sample.limit_source})"
+    )
+    return f"{evaluation.level.label}: {sample.target} {usage}{percent}"
 
 
 async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
@@ -31,6 +45,8 @@ async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) ->
         loop.add_signal_handler(signum, stop.set)
     monitor = ProductionMemoryMonitor(settings=settings)
     server = MemoryHealthServer(monitor)
+    notifier = SystemdNotifier()
+    monitor.add_check_listener(lambda evaluation: notifier.checked(status_line(evaluation)))
     try:
         try:
             await monitor.start_monitoring()
@@ -45,6 +61,7 @@ async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) ->
             return EXIT_CONFIG
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
         async with asyncio.timeout(SHUTDOWN_SECONDS - 0.5):
             await server.stop_server()
             await monitor.stop_monitoring(wait_seconds=SHUTDOWN_SECONDS - 1.5)

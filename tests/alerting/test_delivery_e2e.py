@@ -26,6 +26,7 @@ class ScriptedSampler:
     """Stands in for the samplers: the target's RSS follows ``values`` (MB), cycling; everything else is fixed."""
 
     process = None
+    cgroup = None
     target_label = "pid:42"
 
     def __init__(self, values: list[float]) -> None:

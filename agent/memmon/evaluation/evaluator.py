@@ -93,6 +93,13 @@ class Evaluator:
         self._level = max((state.level for state in self._states.values()), default=Level.OK)
         return stale
 
+    def raw_level(self, sample: MemorySample) -> Level:
+        """The level ``sample`` reaches by thresholds alone (no hysteresis, no state change): the re-read that
+        actions do right before acting."""
+        return max(
+            (m.level() for reading in self.rule.readings(sample) for m in reading.measures), default=Level.OK
+        )
+
     def evaluate(self, sample: MemorySample) -> Evaluation:
         """Judge one sample; returns the verdict and the alert transitions it caused."""
         now = sample.timestamp

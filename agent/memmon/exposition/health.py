@@ -22,7 +22,7 @@ from memmon.exposition.requests import choice_param, json_error, number_param, r
 from memmon.exposition.source import MonitorView
 from memmon.history import downsample
 from memmon.isotime import iso_utc
-from memmon.model import MB, HistoryPoint, Level, MemorySample
+from memmon.model import MB, ActionResult, HistoryPoint, Level, MemorySample
 
 STATUS_NAMES = {
     Level.OK: "healthy",
@@ -103,6 +103,18 @@ def memory_payload(sample: MemorySample) -> dict[str, Any]:
     }
 
 
+def action_payload(result: ActionResult) -> dict[str, Any]:
+    """One action result as JSON."""
+    return {
+        "action": result.action,
+        "success": result.success,
+        "timestamp": iso_utc(result.started_at),
+        "duration_seconds": round(result.duration_seconds, 6),
+        "detail": dict(result.detail),
+        "error": result.error,
+    }
+
+
 class HealthRoutes:
     """aiohttp handlers over a :class:`MonitorView`."""
 
@@ -152,14 +164,20 @@ class HealthRoutes:
                     }
                     for name, report in self.monitor.alert_channels().items()
                 },
+                "recent_actions": [action_payload(a) for a in self.monitor.recent_actions()[-10:]],
                 "version": __version__,
             }
         )
 
-    async def live(self, _request: web.Request) -> web.Response:
-        """200 while the check loop runs and is fresh; 503 when it is stopped or stuck."""
-        live = self.monitor.is_live()
-        return web.json_response({"live": live, "status": self._status()}, status=200 if live else 503)
+    async def live(self, request: web.Request) -> web.Response:
+        """200 while the check loop runs and is fresh; 503 when it is stopped or stuck, and (``scope=app``, the
+        default) while the kubernetes-liveness strategy asks the kubelet to restart the app container.
+        memmon's own container probes ``?scope=agent``."""
+        scope = choice_param(request, "scope", ("app", "agent"), "app")
+        live = self.monitor.is_live(scope)
+        return web.json_response(
+            {"live": live, "status": self._status(), "scope": scope}, status=200 if live else 503
+        )
 
     async def ready(self, _request: web.Request) -> web.Response:
         """503 before the first sample and at the levels configured to shed load."""

@@ -83,6 +83,11 @@ class SnapshotSampler:
         return self._process
 
     @property
+    def cgroup(self) -> CgroupSampler | None:
+        """The cgroup sampler (its location, once found)."""
+        return self._cgroup
+
+    @property
     def target_label(self) -> str:
         """The label of what is watched, as it appears in samples and metrics."""
         return self._target_label

@@ -1,0 +1,55 @@
+"""Choosing the graceful-restart strategy (and its fallback) from ``auto_response.emergency_actions``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from memmon.actions.kubernetes import EvictRestart, KubeConfig, KubernetesClient, why_not_in_cluster
+from memmon.actions.liveness import LivenessRestart
+from memmon.actions.runner import RestartStrategy
+from memmon.actions.signals import SignalRestart
+from memmon.actions.systemd import SystemdRestart
+from memmon.actions.targets import TargetProcesses
+from memmon.config import Settings
+
+log = logging.getLogger("memmon.actions")
+
+
+def build_restart(
+    settings: Settings, targets: TargetProcesses, *, clock: Callable[[], float] = time.time
+) -> tuple[RestartStrategy | None, RestartStrategy | None, LivenessRestart | None]:
+    """(strategy, fallback, the liveness strategy when one of them is it, for /health/live)."""
+    restart = settings.auto_response.emergency_actions.graceful_restart
+    liveness: LivenessRestart | None = None
+
+    def make(name: str) -> RestartStrategy | None:
+        nonlocal liveness
+        if name == "signal":
+            return SignalRestart(
+                targets,
+                signal_name=restart.signal,
+                grace_seconds=restart.grace_seconds,
+                kill_after_grace=restart.kill_after_grace,
+            )
+        if name == "systemd":
+            unit = restart.unit or settings.target.unit
+            assert unit is not None, "validated by the settings"
+            return SystemdRestart(unit)
+        if name == "kubernetes-evict":
+            config = KubeConfig.in_cluster()
+            if config is None:
+                log.warning("kubernetes-evict restart unavailable: %s", why_not_in_cluster())
+                return None
+            return EvictRestart(KubernetesClient(config), attempts=restart.evict_attempts)
+        if name == "kubernetes-liveness":
+            liveness = liveness or LivenessRestart(clock=clock)
+            return liveness
+        return None
+
+    primary = make(restart.strategy)
+    fallback = make(restart.fallback)
+    if primary is None and fallback is not None:
+        primary, fallback = fallback, None
+    return primary, fallback, liveness

@@ -1,0 +1,324 @@
+"""The guide's automated response: which actions run when a level is entered, with the safety rules.
+
+- In-process actions (library mode only, where memmon's own process is the target): gc cycles, clearing the
+  registered caches, shrinking ``monitor.throttle``, stopping non-essential workers. They run at once on the
+  check that entered the level, and their results go into that alert's metadata.
+- Agent-mode actions (any mode): a per-level ``signal`` or ``http_hook``, and at emergency the graceful restart.
+  They run in background tasks: the check loop never waits for them.
+- Safety, learned from earlyoom / systemd-oomd complaints about wrong or repeated victims: act only on the
+  configured target (``TargetProcesses``); re-read memory right before restarting and stand down when the
+  emergency is over; confirm afterwards how much memory was freed; one restart at a time, a cool-down after each,
+  and a maximum number per hour. ``dry_run`` decides and logs, does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+from memmon.actions.caches import CacheRegistry
+from memmon.actions.http_hook import HttpHookAction
+from memmon.actions.inprocess import NonessentialWorkers, run_gc_cycles
+from memmon.actions.signals import SignalAction
+from memmon.actions.throttle import Throttle
+from memmon.config_actions import AutoResponseSettings
+from memmon.model import ActionResult, Alert, Evaluation, Level, frozen_mapping
+from memmon.telemetry import Telemetry
+
+log = logging.getLogger("memmon.actions")
+
+CLEANUP_ACTIONS = frozenset({"gc_cycles", "clear_caches"})
+
+
+class RestartStrategy(Protocol):
+    """A graceful-restart strategy (signal, systemd, kubernetes-evict, kubernetes-liveness)."""
+
+    name: str
+
+    async def restart(self, reason: str) -> ActionResult: ...
+
+
+class ActionRunner:
+    """Runs the configured actions on level changes; keeps the recent results for /health."""
+
+    def __init__(
+        self,
+        settings: AutoResponseSettings,
+        telemetry: Telemetry,
+        *,
+        in_process: bool,
+        caches: CacheRegistry,
+        throttle: Throttle,
+        nonessential: NonessentialWorkers,
+        signals: Callable[[str], SignalAction],
+        restart: RestartStrategy | None = None,
+        fallback: RestartStrategy | None = None,
+        recheck: Callable[[], Awaitable[tuple[Level, int | None]]] | None = None,
+        own_rss: Callable[[], int | None] = lambda: None,
+        on_restart: Callable[[ActionResult], Awaitable[object]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self.in_process = in_process
+        self.caches = caches
+        self.throttle = throttle
+        self.nonessential = nonessential
+        self.signals = signals
+        self.restart_strategy = restart
+        self.fallback = fallback
+        self.recheck = recheck
+        self.own_rss = own_rss
+        self.on_restart = on_restart
+        self.clock = clock
+        self.recent: collections.deque[ActionResult] = collections.deque(maxlen=50)
+        self._last_run: dict[Level, float] = {}
+        self._restarts: collections.deque[float] = collections.deque()
+        self._restart_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- entry point from the check loop -----------------------------------------------------------------------
+
+    def on_evaluation(self, evaluation: Evaluation) -> tuple[Alert, ...]:
+        """Act on a level change; returns the check's transitions with the in-process results in the metadata
+        of the alert that fired."""
+        level, previous = evaluation.level, evaluation.previous_level
+        transitions = evaluation.transitions
+        if not self.settings.enabled or level == previous:
+            return transitions
+        if level < previous:
+            self._recovered(level)
+        if level == Level.OK:
+            return transitions
+        last = self._last_run.get(level)
+        if last is not None and self.clock() - last < self.settings.cooldown_seconds:
+            log.info("%s actions skipped: ran %.0fs ago (cool-down)", level.label, self.clock() - last)
+            return transitions
+        self._last_run[level] = self.clock()
+        results = self._in_process(level) if self.in_process else []
+        self._background(level, evaluation)
+        if not results:
+            return transitions
+        summary = [{"action": r.action, "success": r.success, **_freed(r)} for r in results]
+        return tuple(
+            replace(a, metadata=frozen_mapping({**a.metadata, "actions": summary}))
+            if a.state == "firing" and a.severity == level
+            else a
+            for a in transitions
+        )
+
+    def _recovered(self, level: Level) -> None:
+        if self.in_process and self.throttle.limit != self.throttle.capacity:
+            self._record(self.throttle.set_level(level))
+        if level < Level.EMERGENCY:
+            for strategy in (self.restart_strategy, self.fallback):
+                clear = getattr(strategy, "clear", None)  # the liveness strategy stops failing the probe
+                if callable(clear):
+                    clear()
+
+    # -- in-process ----------------------------------------------------------------------------------------------
+
+    def _in_process(self, level: Level) -> list[ActionResult]:
+        actions: list[tuple[str, Callable[[], ActionResult]]] = []
+        if level == Level.WARNING:
+            w = self.settings.warning_actions
+            if w.force_gc:
+                actions.append(("gc_cycles", lambda: run_gc_cycles(1, measure=self.own_rss)))
+        elif level == Level.CRITICAL:
+            c = self.settings.critical_actions
+            if c.force_gc and c.multiple_gc_cycles:
+                actions.append(
+                    ("gc_cycles", lambda: run_gc_cycles(c.multiple_gc_cycles, measure=self.own_rss))
+                )
+            if c.clear_caches and self.caches.names():
+                actions.append(("clear_caches", self._clear_caches))
+            if c.throttle_operations:
+                actions.append(("throttle", lambda: self.throttle.set_level(Level.CRITICAL)))
+        else:
+            e = self.settings.emergency_actions
+            if e.force_gc and e.multiple_gc_cycles:
+                actions.append(
+                    ("gc_cycles", lambda: run_gc_cycles(e.multiple_gc_cycles, measure=self.own_rss))
+                )
+            if e.clear_all_caches and self.caches.names():
+                actions.append(("clear_caches", self._clear_caches))
+            if e.emergency_throttle:
+                actions.append(("throttle", lambda: self.throttle.set_level(Level.EMERGENCY)))
+        results = []
+        for name, action in actions:
+            if self.settings.dry_run:
+                results.append(self._dry(name, level))
+                continue
+            results.append(self._record(action()))
+        return results
+
+    def _clear_caches(self) -> ActionResult:
+        before = self.own_rss()
+        result = self.caches.clear()
+        after = self.own_rss()
+        if before is None or after is None:
+            return result
+        extra = {"rss_before": before, "rss_after": after, "freed_bytes": max(0, before - after)}
+        return replace(result, detail=frozen_mapping({**result.detail, **extra}))
+
+    # -- background ----------------------------------------------------------------------------------------------
+
+    def _background(self, level: Level, evaluation: Evaluation) -> None:
+        per_level = {
+            Level.WARNING: self.settings.warning_actions,
+            Level.CRITICAL: self.settings.critical_actions,
+            Level.EMERGENCY: self.settings.emergency_actions,
+        }[level]
+        if per_level.signal:
+            self._spawn(
+                self._run_sync(level, f"signal:{per_level.signal}", self.signals(per_level.signal).run)
+            )
+        if per_level.http_hook is not None:
+            hook = HttpHookAction(per_level.http_hook.get_secret_value())
+            self._spawn(self._run_async(level, "http_hook", lambda: hook.run(_notice(evaluation))))
+        if level != Level.EMERGENCY:
+            return
+        emergency = self.settings.emergency_actions
+        if self.in_process and emergency.stop_nonessential_workers and self.nonessential.names():
+            self._spawn(self._run_async(level, "stop_nonessential", self.nonessential.stop_all))
+        strategy = emergency.graceful_restart.strategy
+        if emergency.prepare_restart and self.restart_strategy is not None and strategy != "none":
+            if self._restart_task is None or self._restart_task.done():
+                self._restart_task = self._spawn(self._restart(_reason(evaluation)))
+
+    async def _run_sync(self, level: Level, name: str, action: Callable[[], ActionResult]) -> None:
+        self._record(self._dry(name, level) if self.settings.dry_run else action())
+
+    async def _run_async(
+        self, level: Level, name: str, action: Callable[[], Awaitable[ActionResult]]
+    ) -> None:
+        self._record(self._dry(name, level) if self.settings.dry_run else await action())
+
+    async def _restart(self, reason: str) -> None:
+        restart = self.settings.emergency_actions.graceful_restart
+        strategy = self.restart_strategy
+        assert strategy is not None
+        now = self.clock()
+        while self._restarts and now - self._restarts[0] > 3600:
+            self._restarts.popleft()
+        if self._restarts and now - self._restarts[-1] < restart.cooldown_seconds:
+            self._record(_skipped(strategy.name, f"cool-down: restarted {now - self._restarts[-1]:.0f}s ago"))
+            return
+        if len(self._restarts) >= restart.max_restarts_per_hour:
+            self._record(
+                _skipped(strategy.name, f"{len(self._restarts)} restarts in the last hour (maximum)")
+            )
+            return
+        if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
+            await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long
+        before: int | None = None
+        if self.recheck is not None:
+            level, before = await self.recheck()
+            if level < Level.EMERGENCY:
+                self._record(_skipped(strategy.name, f"memory re-read before acting: now {level.label}"))
+                return
+        if self.settings.dry_run:
+            self._record(self._dry(strategy.name, Level.EMERGENCY))
+            return
+        self._restarts.append(self.clock())
+        log.warning("graceful restart (%s): %s", strategy.name, reason)
+        result = await strategy.restart(reason)
+        if not result.success and self.fallback is not None:
+            self._record(result)
+            log.error("%s failed (%s); falling back to %s", strategy.name, result.error, self.fallback.name)
+            result = await self.fallback.restart(reason)
+        result = await self._confirm(result, before)
+        self._record(result)
+        if self.on_restart is not None:
+            await self.on_restart(result)
+
+    async def _confirm(self, result: ActionResult, before: int | None) -> ActionResult:
+        """Re-read memory after acting: what the restart freed goes into the result."""
+        if self.recheck is None or before is None:
+            return result
+        level, after = await self.recheck()
+        extra: dict[str, object] = {
+            "memory_before": before,
+            "memory_after": after,
+            "level_after": level.label,
+        }
+        if after is not None:
+            extra["freed_bytes"] = max(0, before - after)
+        return replace(result, detail=frozen_mapping({**result.detail, **extra}))
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _dry(self, name: str, level: Level) -> ActionResult:
+        log.warning("dry run: would run %s at %s", name, level.label)
+        return ActionResult(
+            name, True, self.clock(), 0.0, frozen_mapping({"dry_run": True, "level": level.label})
+        )
+
+    def _record(self, result: ActionResult) -> ActionResult:
+        outcome = "dry_run" if result.detail.get("dry_run") else (
+            "skipped" if result.detail.get("skipped") else ("success" if result.success else "failure")
+        )  # fmt: skip
+        self.telemetry.actions.inc(result.action, outcome)
+        if outcome == "success" and result.action in CLEANUP_ACTIONS:
+            self.telemetry.cleanup_operations.inc()
+        self.recent.append(result)
+        logger_level = logging.INFO if result.success else logging.ERROR
+        log.log(
+            logger_level,
+            "action %s: %s%s",
+            result.action,
+            outcome,
+            f" ({result.error})" if result.error else "",
+        )
+        return result
+
+    def recent_results(self) -> list[ActionResult]:
+        """The latest results, newest last."""
+        return list(self.recent)
+
+    async def close(self, wait_seconds: float = 1.0) -> None:
+        """Wait briefly for running actions, then cancel them."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=wait_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _freed(result: ActionResult) -> dict[str, object]:
+    freed = result.detail.get("freed_bytes")
+    return {} if freed is None else {"freed_bytes": freed}
+
+
+def _skipped(action: str, why: str) -> ActionResult:
+    log.warning("%s skipped: %s", action, why)
+    return ActionResult(action, False, time.time(), 0.0, frozen_mapping({"skipped": True}), error=why)
+
+
+def _reason(evaluation: Evaluation) -> str:
+    worst = max(evaluation.components, key=lambda c: c.level, default=None)
+    return worst.reason if worst is not None else f"memory level {evaluation.level.label}"
+
+
+def _notice(evaluation: Evaluation) -> dict[str, Any]:
+    sample = evaluation.sample
+    return {
+        "level": evaluation.level.label,
+        "previous_level": evaluation.previous_level.label,
+        "target": sample.target,
+        "memory_usage_mb": None if sample.target_bytes is None else round(sample.target_bytes / 2**20, 1),
+        "percent": None if sample.percent_of_limit is None else round(sample.percent_of_limit, 2),
+        "reason": _reason(evaluation),
+        "timestamp": sample.timestamp,
+    }

@@ -1,0 +1,130 @@
+"""The ``auto_response`` section: what memmon does at each level (see ``memmon.actions``).
+
+The guide's keys (``force_gc``, ``multiple_gc_cycles``, ``clear_caches``, ``throttle_operations``,
+``clear_all_caches``, ``emergency_throttle``, ``send_immediate_alert``) plus the agent-mode actions: a ``signal``
+or an ``http_hook`` per level, and ``emergency_actions.graceful_restart`` with its strategy.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+
+from memmon.config_sections import Seconds, Section, _http_url, problem, problems_error
+
+
+def _signal_name(value: Any) -> Any:
+    """``SIGTERM``, ``TERM`` or ``15`` -> ``SIGTERM``; anything else is an error listing a few valid names."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        try:
+            return signal.Signals(int(text)).name
+        except ValueError:
+            pass
+    name = text if text.startswith("SIG") else f"SIG{text}"
+    if name not in signal.Signals.__members__:
+        raise problems_error(
+            problem(
+                "unknown signal", got=value, expected="a signal name such as SIGTERM, SIGINT, SIGUSR1, SIGHUP"
+            )
+        )
+    return name
+
+
+SignalName = Annotated[str, BeforeValidator(_signal_name)]
+HookUrl = Annotated[SecretStr | None, AfterValidator(_http_url)]
+
+
+class _AgentActions(Section):
+    signal: SignalName | None = None
+    """Send this signal to the target processes at this level (e.g. SIGUSR1 to ask the app to drop caches)."""
+    http_hook: HookUrl = None
+    """POST a JSON notice to this URL at this level (e.g. the app's own cache-clear endpoint; secret)."""
+
+
+class WarningActions(_AgentActions):
+    """Automatic actions at the warning level."""
+
+    force_gc: bool = True
+    """Run a garbage collection (library mode: memmon's own process is the target)."""
+    log_warning: bool = True
+    """Log a warning message."""
+
+
+class CriticalActions(_AgentActions):
+    """Automatic actions at the critical level."""
+
+    force_gc: bool = True
+    """Run garbage collection (library mode)."""
+    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    """Garbage-collection cycles to run (stops early when one frees nothing)."""
+    clear_caches: bool = True
+    """Clear the registered application caches."""
+    throttle_operations: bool = True
+    """Shrink ``monitor.throttle`` to its critical capacity."""
+
+
+class GracefulRestartSettings(Section):
+    """How the target is restarted at emergency, before the kernel OOM killer does it mid-work."""
+
+    strategy: Literal["none", "signal", "systemd", "kubernetes-evict", "kubernetes-liveness"] = "none"
+    """``signal`` (send ``signal``, wait ``grace_seconds``), ``systemd`` (``systemctl try-restart``),
+    ``kubernetes-evict`` (Eviction API), ``kubernetes-liveness`` (/health/live turns 503), ``none`` (log only)."""
+    signal: SignalName = "SIGTERM"
+    """The signal of the ``signal`` strategy."""
+    grace_seconds: Annotated[float, Field(ge=0)] = 30
+    """Time the target gets to exit (signal) or the emergency must persist (kubernetes-liveness)."""
+    kill_after_grace: bool = False
+    """``signal``: send SIGKILL to what is still alive after ``grace_seconds``."""
+    unit: str | None = None
+    """``systemd``: the unit to restart; null = ``target.unit``."""
+    fallback: Literal["none", "signal", "kubernetes-liveness"] = "none"
+    """What to do when the strategy fails (an eviction blocked by a PodDisruptionBudget, systemctl failing)."""
+    evict_attempts: Annotated[int, Field(ge=1)] = 5
+    """``kubernetes-evict``: attempts (429 from a PodDisruptionBudget is retried with backoff)."""
+    cooldown_seconds: Annotated[float, Field(ge=0)] = 60
+    """No second restart within this many seconds of the previous one."""
+    max_restarts_per_hour: Annotated[int, Field(ge=1)] = 3
+    """Never more restarts than this in any hour (repeated victims are the classic OOM-daemon failure)."""
+
+
+class EmergencyActions(_AgentActions):
+    """Automatic actions at the emergency level."""
+
+    force_gc: bool = True
+    """Run garbage collection (library mode)."""
+    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    """Garbage-collection cycles to run."""
+    clear_all_caches: bool = True
+    """Clear every registered cache."""
+    emergency_throttle: bool = True
+    """Shrink ``monitor.throttle`` to its emergency capacity."""
+    stop_nonessential_workers: bool = True
+    """Stop the workers registered as non-essential (cooperatively)."""
+    send_immediate_alert: bool = True
+    """Notify at once, bypassing the alert rate limit."""
+    prepare_restart: bool = True
+    """Run the graceful restart below (when its strategy is not ``none``)."""
+    graceful_restart: GracefulRestartSettings = Field(default_factory=GracefulRestartSettings)
+    """Strategy and safety limits of the graceful restart."""
+
+
+class AutoResponseSettings(Section):
+    """Actions taken automatically when a level is reached."""
+
+    enabled: bool = True
+    """Run the automatic actions."""
+    dry_run: bool = False
+    """Decide and log what would be done, do nothing (``--dry-run``)."""
+    cooldown_seconds: Seconds = 60
+    """Minimum seconds between two runs of one level's actions (a level flapping does not repeat them)."""
+    kubernetes_events: bool = True
+    """In a pod: annotate it and emit an Event at each level change."""
+    warning_actions: WarningActions = Field(default_factory=WarningActions)
+    """Actions at the warning level."""
+    critical_actions: CriticalActions = Field(default_factory=CriticalActions)
+    """Actions at the critical level."""
+    emergency_actions: EmergencyActions = Field(default_factory=EmergencyActions)
+    """Actions at the emergency level."""
