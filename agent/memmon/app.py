@@ -36,10 +36,11 @@ from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule, ThresholdSet
 from memmon.history import HistoryRing
-from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, TargetKind
+from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, TargetKind
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
 from memmon.sampling.host import HostSampler
+from memmon.sampling.events import MemoryEvents, adaptive_interval
 from memmon.sampling.pressure import PressureSampler
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
@@ -138,6 +139,7 @@ class ProductionMemoryMonitor:
         self.pod_reporter = self._build_pod_reporter()
         self.actions = self._build_actions()
         self._check_listeners: list[Callable[[Evaluation], object]] = []
+        self.memory_events: MemoryEvents | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
@@ -272,6 +274,7 @@ class ProductionMemoryMonitor:
             overrun_after=performance.max_monitoring_time_seconds,
             on_overrun=lambda _duration, _skipped: self.telemetry.check_overruns.inc(),
             on_error=lambda _exc: self.telemetry.check_failures.inc(),
+            next_interval=self._next_interval,
             monotonic=self.monotonic,
         )
         self._loop_task = asyncio.get_running_loop().create_task(self._loop.run(), name="memmon-check-loop")
@@ -291,6 +294,9 @@ class ProductionMemoryMonitor:
         if self._loop is None or self._loop_task is None:
             return
         self._loop.stop()
+        if self.memory_events is not None:
+            self.memory_events.close()
+            self.memory_events = None
         try:
             await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
         except TimeoutError:
@@ -342,12 +348,52 @@ class ProductionMemoryMonitor:
                     )
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
+            self._arm_memory_events(evaluation)
             for listener in self._check_listeners:
                 try:
                     listener(evaluation)
                 except Exception:  # a listener's bug must not stop checks
                     log.exception("check listener %r failed", listener)
             return evaluation
+
+    def _arm_memory_events(self, evaluation: Evaluation) -> None:
+        """Keep kernel notifications armed at the cgroup usages where a level changes (re-armed when the
+        limit changes), so a fast leak triggers a check at once instead of waiting for the next poll."""
+        sample = evaluation.sample
+        cgroup = self.sampler.cgroup
+        location = cgroup.location if cgroup is not None else None
+        if location is None:
+            return
+        if self.memory_events is None:
+            self.memory_events = MemoryEvents(location, self._memory_event)
+            self.memory_events.attach(asyncio.get_running_loop())
+            self.memory_events.arm(self.evaluator.rule.cgroup_thresholds(sample))
+            for problem in self.memory_events.problems:
+                log.warning("memory events: %s; relying on polling", problem)
+            return
+        wanted = self.evaluator.rule.cgroup_thresholds(sample)
+        if tuple(wanted) != self.memory_events.armed:
+            self.memory_events.arm(wanted)
+
+    def _memory_event(self, reason: str) -> None:
+        self.telemetry.memory_events.inc(reason.split(" ", 1)[0])
+        if self._loop is not None:
+            self._loop.trigger()
+
+    def _next_interval(self) -> float:
+        """Poll faster as the limit nears (the fill rate from the last two checks)."""
+        base = self.settings.monitoring.check_interval
+        sample = self.latest.sample if self.latest is not None else None
+        if sample is None or sample.limit_source != "cgroup" or sample.target_bytes is None:
+            return base
+        headroom = sample.effective_limit_bytes - sample.target_bytes
+        points = self.history.since(sample.timestamp - 10 * base)[-2:]
+        rate = None
+        if len(points) == 2 and points[1].timestamp > points[0].timestamp:
+            first, second = points
+            if first.memory_usage_mb is not None and second.memory_usage_mb is not None:
+                rate = (second.memory_usage_mb - first.memory_usage_mb) * MB / (second.timestamp - first.timestamp)
+        return adaptive_interval(base, headroom, rate)
 
     @staticmethod
     def actions_reason(evaluation: Evaluation) -> str:

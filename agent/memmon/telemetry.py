@@ -114,3 +114,5 @@ class Telemetry:
         self.cleanup_operations = LabeledCounter(())
         self.leaks_detected = LabeledCounter(())
         self.store_errors = LabeledCounter(("operation",))
+        self.memory_events = LabeledCounter(("kind",))
+        """Kernel memory notifications received (usage thresholds, oom, pressure) that triggered a check."""

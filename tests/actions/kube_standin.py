@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,8 @@ class KubeStandin:
     """Seconds in the Retry-After header (and details.retryAfterSeconds) of those 429s."""
     fail_next: list[int] = field(default_factory=list)
     """Statuses to answer the next authenticated requests with, first first."""
+    ssl_context: ssl.SSLContext | None = None
+    """Serve HTTPS with this context (a server-side context holding a certificate) instead of plain HTTP."""
     requests: list[Request] = field(default_factory=list)
     answers: list[tuple[str, str, int]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -143,14 +146,15 @@ class KubeStandin:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     async def start(self) -> KubeStandin:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
         return self
@@ -384,11 +388,11 @@ class KubeStandin:
         if not isinstance(body.get("message"), str):
             problems.append("message: Required value")
         for key in ("firstTimestamp", "lastTimestamp"):
-            value = body.get(key)
-            if value is not None and not (
-                isinstance(value, str) and _RFC3339.match(value) and _parses(value)
+            stamp = body.get(key)
+            if stamp is not None and not (
+                isinstance(stamp, str) and _RFC3339.match(stamp) and _parses(stamp)
             ):
-                problems.append(f"{key}: Invalid value: {value!r} is not RFC 3339")
+                problems.append(f"{key}: Invalid value: {stamp!r} is not RFC 3339")
         count = body.get("count")
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
             problems.append(f"count: Invalid value: {count!r}")

@@ -43,7 +43,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -97,7 +97,7 @@ class KubeConfig:
 
     host: str
     """``https://<KUBERNETES_SERVICE_HOST>:<KUBERNETES_SERVICE_PORT>`` in a cluster; may end in a path prefix."""
-    token: str
+    token: str = field(repr=False)
     """The bearer token as first read; the client re-reads ``token_file`` (when set) as the kubelet rotates it."""
     ca_file: str | None
     """The CA bundle that signed the API server's certificate; None = the system CAs (or plain http)."""
@@ -453,9 +453,10 @@ class KubernetesClient:
                 f"{method} {path}: no answer from {self.config.host} within {self.timeout:g}s", retryable=True
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            # A certificate the CA bundle does not accept will not be accepted a second later either.
             raise KubeError(
                 f"{method} {path}: cannot connect to {self.config.host} ({_connect_reason(exc)})",
-                retryable=True,
+                retryable=not isinstance(exc, aiohttp.ClientSSLError),
             ) from None
         except aiohttp.InvalidURL:
             raise KubeError(f"invalid API server URL {self.config.host!r}") from None

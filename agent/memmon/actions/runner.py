@@ -186,10 +186,9 @@ class ActionRunner:
         emergency = self.settings.emergency_actions
         if self.in_process and emergency.stop_nonessential_workers and self.nonessential.names():
             self._spawn(self._run_async(level, "stop_nonessential", self.nonessential.stop_all))
-        strategy = emergency.graceful_restart.strategy
-        if emergency.prepare_restart and self.restart_strategy is not None and strategy != "none":
-            if self._restart_task is None or self._restart_task.done():
-                self._restart_task = self._spawn(self._restart(_reason(evaluation)))
+        idle = self._restart_task is None or self._restart_task.done()
+        if emergency.prepare_restart and self.restart_strategy is not None and idle:
+            self._restart_task = self._spawn(self._restart(_reason(evaluation)))
 
     async def _run_sync(self, level: Level, name: str, action: Callable[[], ActionResult]) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else action())

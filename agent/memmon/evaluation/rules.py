@@ -72,6 +72,19 @@ class ThresholdRule:
     def __init__(self, thresholds: ThresholdSet) -> None:
         self.thresholds = thresholds
 
+    def cgroup_thresholds(self, sample: MemorySample) -> list[int]:
+        """Byte values of the cgroup's usage at which a level may change, for kernel notifications (usage
+        thresholds, cgroup-v1 memory.rst section 9): each ``memory_percent_*`` of the cgroup limit, and each
+        ``memory_*_mb`` when the cgroup is the target. Usage >= working set, so they fire at or before the
+        working set reaches the level. Empty without a cgroup limit."""
+        cgroup = sample.cgroup
+        if cgroup is None or not cgroup.limit_bytes:
+            return []
+        values = {int(cgroup.limit_bytes * p / 100) for p in self.thresholds.memory_percent.values()}
+        if sample.target_kind is TargetKind.CGROUP:
+            values |= {int(mb * MB) for mb in self.thresholds.memory_mb.values() if mb * MB < cgroup.limit_bytes}
+        return sorted(values)
+
     def readings(self, sample: MemorySample) -> list[Reading]:
         """Every component this sample has data for."""
         limit_mb = sample.effective_limit_bytes / MB

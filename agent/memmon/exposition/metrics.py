@@ -118,6 +118,8 @@ class MemmonCollector(Collector):
             "memmon_alert_handler_errors", "Custom alert handler failures.", telemetry.handler_errors
         )
         yield _counter("memmon_store_errors", "State store failures.", telemetry.store_errors)
+        yield _counter("memmon_memory_events", "Kernel memory notifications that triggered a check.",
+                       telemetry.memory_events)  # fmt: skip
         yield _counter(
             "memmon_alert_deliveries", "Alert deliveries by channel and outcome.", telemetry.deliveries
         )
