@@ -39,8 +39,8 @@ from memmon.history import HistoryRing
 from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, TargetKind
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
-from memmon.sampling.host import HostSampler
 from memmon.sampling.events import MemoryEvents, adaptive_interval
+from memmon.sampling.host import HostSampler
 from memmon.sampling.pressure import PressureSampler
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
@@ -392,7 +392,11 @@ class ProductionMemoryMonitor:
         if len(points) == 2 and points[1].timestamp > points[0].timestamp:
             first, second = points
             if first.memory_usage_mb is not None and second.memory_usage_mb is not None:
-                rate = (second.memory_usage_mb - first.memory_usage_mb) * MB / (second.timestamp - first.timestamp)
+                rate = (
+                    (second.memory_usage_mb - first.memory_usage_mb)
+                    * MB
+                    / (second.timestamp - first.timestamp)
+                )
         return adaptive_interval(base, headroom, rate)
 
     @staticmethod

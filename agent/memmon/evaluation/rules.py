@@ -82,7 +82,9 @@ class ThresholdRule:
             return []
         values = {int(cgroup.limit_bytes * p / 100) for p in self.thresholds.memory_percent.values()}
         if sample.target_kind is TargetKind.CGROUP:
-            values |= {int(mb * MB) for mb in self.thresholds.memory_mb.values() if mb * MB < cgroup.limit_bytes}
+            values |= {
+                int(mb * MB) for mb in self.thresholds.memory_mb.values() if mb * MB < cgroup.limit_bytes
+            }
         return sorted(values)
 
     def readings(self, sample: MemorySample) -> list[Reading]:
