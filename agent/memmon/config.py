@@ -416,13 +416,17 @@ def _without_none(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+OTHER_MEMMON_ENV = ("MEMMON_KUBE_", "MEMMON_TEST_")
+"""Variables that are not settings: the Kubernetes API override (``memmon.actions.kubernetes``), test knobs."""
+
+
 def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
     """``MEMMON_*`` variables naming no section: pydantic-settings would ignore them silently (a typo)."""
     sections = sorted(Settings.model_fields)
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith("MEMMON_") or upper in GUIDE_ENV:
+        if not upper.startswith("MEMMON_") or upper in GUIDE_ENV or upper.startswith(OTHER_MEMMON_ENV):
             continue
         section = upper.removeprefix("MEMMON_").split("__", 1)[0].lower()
         if section not in Settings.model_fields:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.alerting.receivers import HOST, Receiver, SmtpServer, free_port, make_self_signed_cert
 
-ALERTMANAGER_BIN = os.environ.get("MEMMON_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
+ALERTMANAGER_BIN = os.environ.get("MEMMON_TEST_ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
 
 SmtpFactory = Callable[..., SmtpServer]
 
