@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
-import signal
 import socket
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +14,7 @@ import pytest
 from memmon.app import ProductionMemoryMonitor
 from memmon.config import load_settings
 from memmon.exposition.server import MemoryHealthServer
+from tests.cgroups import v1_memory_cgroup
 
 MonitorFactory = Callable[..., ProductionMemoryMonitor]
 
@@ -144,36 +140,8 @@ async def start_agent(make_monitor: MonitorFactory) -> AsyncIterator[Callable[..
     await session.close()
 
 
-V1_MEMORY = Path("/sys/fs/cgroup/memory")
-
-
 @pytest.fixture
 def v1_cgroup() -> Iterator[Path]:
     """A fresh ``/sys/fs/cgroup/memory/memmon-test-<random>`` with a 256 MiB limit, removed afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a cgroup needs root")
-    if not (V1_MEMORY / "memory.usage_in_bytes").is_file() or not os.access(V1_MEMORY, os.W_OK):
-        pytest.skip(f"{V1_MEMORY} is not a writable cgroup v1 memory mount")
-    directory = V1_MEMORY / f"memmon-test-{uuid.uuid4().hex[:12]}"
-    try:
-        directory.mkdir()
-    except OSError as exc:
-        pytest.skip(f"cannot create a v1 memory cgroup: {exc}")
-    try:
-        (directory / "memory.limit_in_bytes").write_text(str(256 * 1024 * 1024))
+    with v1_memory_cgroup(256 * 1024 * 1024) as directory:
         yield directory
-    finally:
-        # ``spawn`` kills and reaps its children when it is torn down first (request ``v1_cgroup`` before it);
-        # whatever is still in the cgroup is killed here, and rmdir is retried until the kernel lets go.
-        for pid in (directory / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                directory.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)

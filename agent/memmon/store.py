@@ -19,25 +19,18 @@ Every failure (cannot create the directory, corrupt file, disk full, use after c
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from memmon.model import Alert, HistoryPoint, Level, frozen_mapping
+from memmon.sqlitefile import SqliteFile
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "MemoryStore", "StoreError"]
 
 DB_FILENAME = "memmon.db"
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000
-"""How long a write waits for another writer (e.g. an operator's shell holding a write lock)."""
-CLOSE_CHECKPOINT_TIMEOUT_MS = 200
-"""How long the checkpoint at close waits for readers before leaving the WAL for the next open."""
 
 _SAMPLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("timestamp", "REAL NOT NULL"),
@@ -97,7 +90,6 @@ _SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS alerts_started_at ON alerts (started_at)",
     "CREATE INDEX IF NOT EXISTS alerts_resolved_at ON alerts (resolved_at)",
     "CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
 _INSERT_SAMPLE = f"INSERT INTO samples ({_SAMPLE_NAMES}) VALUES ({', '.join('?' * len(_SAMPLE_COLUMNS))})"
@@ -173,13 +165,18 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-class MemoryStore:
+class MemoryStore(SqliteFile):
     """Every sample and every alert transition, kept by age.
 
     Synchronous: the app calls it from ONE dedicated worker thread. A lock still serialises calls, so that
     e.g. :meth:`close` from the main thread at shutdown is safe. Call :meth:`open` before anything else; any
     method but :meth:`close` raises :class:`StoreError` on a closed store.
     """
+
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    ERROR = StoreError
+    KIND = "database"
 
     def __init__(
         self,
@@ -194,136 +191,10 @@ class MemoryStore:
             raise ValueError(f"retention_seconds must be > 0, got {retention_seconds}")
         if not alert_retention_seconds > 0:
             raise ValueError(f"alert_retention_seconds must be > 0, got {alert_retention_seconds}")
-        self._state_dir = Path(state_dir)
-        self._path = self._state_dir / DB_FILENAME
+        super().__init__(Path(state_dir) / DB_FILENAME)
         self._retention = float(retention_seconds)
         self._alert_retention = float(alert_retention_seconds)
         self._clock = clock
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def path(self) -> Path:
-        """The database file, ``<state_dir>/memmon.db``."""
-        return self._path
-
-    @property
-    def is_open(self) -> bool:
-        """True between :meth:`open` and :meth:`close`."""
-        return self._conn is not None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Create the state directory (mode 0o700, parents too) and the database; no-op when already open.
-
-        Sets WAL journaling, ``synchronous=NORMAL`` and a busy timeout, then creates or checks the schema.
-        ``StoreError`` (naming the path) when the directory cannot be created or written, the file is not a
-        readable SQLite database, WAL cannot be enabled, or the schema is newer than this version knows.
-        """
-        with self._lock:
-            if self._conn is not None:
-                return
-            if self._state_dir.exists() and not self._state_dir.is_dir():
-                raise StoreError(
-                    f"state directory {self._state_dir} is not a directory; cannot open {self._path}"
-                )
-            try:
-                self._state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create state directory {self._state_dir} for {self._path}: {exc.strerror or exc}"
-                ) from exc
-            if not os.access(self._state_dir, os.W_OK | os.X_OK):
-                raise StoreError(
-                    f"state directory {self._state_dir} is not writable; cannot open {self._path}"
-                )
-            try:
-                conn = sqlite3.connect(
-                    self._path,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                    isolation_level=None,  # explicit BEGIN/COMMIT below
-                    check_same_thread=False,
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open database {self._path}: {exc}") from exc
-            try:
-                self._prepare(conn)
-            except (sqlite3.Error, StoreError) as exc:
-                conn.close()
-                if isinstance(exc, StoreError):
-                    raise
-                raise StoreError(
-                    f"cannot use database {self._path}: {exc} "
-                    "(if the file is corrupt, move it aside and memmon starts a new one)"
-                ) from exc
-            self._conn = conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        if str(mode).lower() != "wal":
-            raise StoreError(f"cannot enable WAL journaling on {self._path} (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"database {self._path} has schema version {version}, newer than this memmon's "
-                f"{SCHEMA_VERSION}; upgrade memmon or move the file aside"
-            )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Checkpoint the WAL into the main file (best effort, brief wait for readers), close. Idempotent."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {CLOSE_CHECKPOINT_TIMEOUT_MS}")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass  # a reader holds the WAL: the next open (or the last connection to close) folds it in
-            finally:
-                conn.close()
-
-    # -- plumbing --------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
-        """The open connection under the lock; sqlite3 errors become StoreError naming ``action``."""
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise StoreError(f"cannot {action}: store {self._path} is not open")
-            try:
-                yield conn
-            except (sqlite3.Error, ValueError) as exc:
-                raise StoreError(f"cannot {action} in {self._path}: {exc}") from exc
-
-    @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed when the block succeeds, rolled back when it raises."""
-        with self._connection(action) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. disk full)
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     # -- writes ----------------------------------------------------------------------------------------
 

@@ -8,13 +8,11 @@ latency from a threshold crossing to the callback, and how long a ~1 GB/s leak l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,9 +20,9 @@ import pytest
 
 from memmon.sampling.cgroup_location import CgroupLocation
 from memmon.sampling.events import MemoryEvents, adaptive_interval
+from tests.cgroups import v1_memory_cgroup
 
 MIB = 1 << 20
-V1_MEMORY = Path("/sys/fs/cgroup/memory")
 HOST_PSI = Path("/proc/pressure/memory")
 
 # Moves itself into the cgroup argv[1]; each stdin line is the MiB to hold, in 1 MiB chunks whose every page
@@ -72,33 +70,9 @@ while True:
 
 
 def _make_cgroup(limit: int) -> Iterator[CgroupLocation]:
-    """A fresh v1 memory cgroup with ``limit``; its tasks killed and it removed afterwards (if still there)."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a cgroup needs root")
-    if not (V1_MEMORY / "cgroup.event_control").is_file() or not os.access(V1_MEMORY, os.W_OK):
-        pytest.skip(f"{V1_MEMORY} is not a writable cgroup v1 memory mount")
-    directory = V1_MEMORY / f"memmon-ev-{uuid.uuid4().hex[:12]}"
-    try:
-        directory.mkdir()
-    except OSError as exc:
-        pytest.skip(f"cannot create a v1 memory cgroup: {exc}")
-    try:
-        (directory / "memory.limit_in_bytes").write_text(str(limit))
-        with contextlib.suppress(OSError):  # without it, swap (where there is some) would postpone the OOM
-            (directory / "memory.memsw.limit_in_bytes").write_text(str(limit))
+    """A fresh v1 memory cgroup with ``limit``, as a location; removed afterwards."""
+    with v1_memory_cgroup(limit, prefix="memmon-ev") as directory:
         yield CgroupLocation(directory, 1, "/" + directory.name)
-    finally:
-        deadline = time.monotonic() + 10
-        while directory.exists():
-            with contextlib.suppress(OSError):
-                for pid in (directory / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-                directory.rmdir()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not remove {directory}")
-            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -38,14 +38,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -53,6 +51,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from memmon.model import ActionResult, Level, frozen_mapping
+from memmon.retryafter import parse_retry_after
 
 log = logging.getLogger("memmon.kubernetes")
 
@@ -225,26 +224,6 @@ class KubeError(Exception):
 def rfc3339(timestamp: float) -> str:
     """``2024-01-15T10:30:00Z``: RFC 3339 in UTC, whole seconds (the form of a Kubernetes ``Time``)."""
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if absent."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import socket
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
 from memmon.alerting.channel import DeliveryFailed, Receipt
+from memmon.retryafter import parse_retry_after
 
 EXCERPT_CHARS = 200
 """The contract's limit on ``Receipt.detail`` and on the answer quoted in a failure."""
@@ -91,30 +89,6 @@ def excerpt(text: str, url: str) -> str:
     """A one-line excerpt of a receiver's answer, at most 200 characters, scrubbed of ``url``'s secrets."""
     flat = " ".join(scrub(text, url).split())
     return flat[:EXCERPT_CHARS]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
-
-    A date in the past gives 0; an absent, empty or unparseable value gives None.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:  # RFC 9110 HTTP-dates are always GMT
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, moment.timestamp() - current)
 
 
 def _user_agent() -> str:

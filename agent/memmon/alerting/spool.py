@@ -22,25 +22,18 @@ their ``str()``). Every failure raises :class:`SpoolError`, whose message names 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memmon.model import Alert, Level, frozen_mapping
+from memmon.sqlitefile import SqliteFile
 
 __all__ = ["MAX_ERROR_CHARS", "SCHEMA_VERSION", "AlertSpool", "SpoolEntry", "SpoolError"]
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000
-"""How long a write waits for another writer (e.g. an operator's shell holding a write lock)."""
-CLOSE_CHECKPOINT_TIMEOUT_MS = 200
-"""How long the checkpoint at close waits for readers before leaving the WAL for the next open."""
 MAX_ERROR_CHARS = 500
 """``last_error`` is truncated to this many characters."""
 _EMERGENCY_RANK = int(Level.EMERGENCY)
@@ -71,7 +64,6 @@ _SCHEMA: tuple[str, ...] = (
     "UNIQUE (channel, idempotency_key))",
     "CREATE INDEX IF NOT EXISTS spool_channel_next ON spool (channel, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS spool_channel_rank ON spool (channel, rank, id)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
 _ENTRY_NAMES = (
@@ -155,13 +147,18 @@ def _entry_from_row(row: Sequence[Any]) -> SpoolEntry:
     )
 
 
-class AlertSpool:
+class AlertSpool(SqliteFile):
     """Alert transitions waiting for delivery, per channel, in one SQLite file.
 
     Synchronous; the dispatcher calls it from ONE worker thread. A lock still serialises calls, so that e.g.
     :meth:`close` from the main thread at shutdown is safe. Call :meth:`open` before anything else; any
     method but :meth:`close` raises :class:`SpoolError` on a closed spool.
     """
+
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    ERROR = SpoolError
+    KIND = "spool"
 
     def __init__(
         self,
@@ -173,133 +170,9 @@ class AlertSpool:
         """Configure only; nothing touches the disk before :meth:`open`. The bound must be >= 1."""
         if max_entries_per_channel < 1:
             raise ValueError(f"max_entries_per_channel must be >= 1, got {max_entries_per_channel}")
-        self._path = Path(path)
+        super().__init__(path)
         self._max = int(max_entries_per_channel)
         self._clock = clock
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def path(self) -> Path:
-        """The spool file."""
-        return self._path
-
-    @property
-    def is_open(self) -> bool:
-        """True between :meth:`open` and :meth:`close`."""
-        return self._conn is not None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Create the parent directory (mode 0o700, parents too) and the spool; no-op when already open.
-
-        Sets WAL journaling and ``synchronous=NORMAL``: a committed row survives a SIGKILL of the process
-        (it is in the OS page cache), though not necessarily a power loss or OS crash. Then checks the file
-        (``quick_check``) and creates or checks the schema (``user_version`` 1). ``SpoolError`` naming the
-        path when the directory cannot be created or written, the file is not a sound SQLite database, WAL
-        cannot be enabled, or the schema is newer than this version knows.
-        """
-        with self._lock:
-            if self._conn is not None:
-                return
-            parent = self._path.parent
-            if parent.exists() and not parent.is_dir():
-                raise SpoolError(f"spool directory {parent} is not a directory; cannot open {self._path}")
-            try:
-                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SpoolError(
-                    f"cannot create spool directory {parent} for {self._path}: {exc.strerror or exc}"
-                ) from exc
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise SpoolError(f"spool directory {parent} is not writable; cannot open {self._path}")
-            try:
-                conn = sqlite3.connect(
-                    self._path,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                    isolation_level=None,  # explicit BEGIN/COMMIT below
-                    check_same_thread=False,
-                )
-            except sqlite3.Error as exc:
-                raise SpoolError(f"cannot open spool {self._path}: {exc}") from exc
-            try:
-                self._prepare(conn)
-            except (sqlite3.Error, SpoolError) as exc:
-                conn.close()
-                if isinstance(exc, SpoolError):
-                    raise
-                raise SpoolError(
-                    f"cannot use spool {self._path}: {exc} "
-                    "(if the file is corrupt, move it aside and memmon starts a new one)"
-                ) from exc
-            self._conn = conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        if str(mode).lower() != "wal":
-            raise SpoolError(f"cannot enable WAL journaling on {self._path} (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise SpoolError(
-                f"spool {self._path} has schema version {version}, newer than this memmon's "
-                f"{SCHEMA_VERSION}; upgrade memmon or move the file aside"
-            )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Checkpoint the WAL into the main file (best effort, brief wait for readers), close. Idempotent."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {CLOSE_CHECKPOINT_TIMEOUT_MS}")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass  # a reader holds the WAL: the next open (or the last connection to close) folds it in
-            finally:
-                conn.close()
-
-    # -- plumbing --------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
-        """The open connection under the lock; sqlite3 and decoding errors become SpoolError."""
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise SpoolError(f"cannot {action}: spool {self._path} is not open")
-            try:
-                yield conn
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                raise SpoolError(f"cannot {action} in {self._path}: {exc}") from exc
-
-    @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed when the block succeeds, rolled back when it raises."""
-        with self._connection(action) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # SQLite rolls back by itself after some errors (e.g. disk full)
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     # -- writes ----------------------------------------------------------------------------------------
 
