@@ -18,13 +18,13 @@ Every failure (cannot create the directory, corrupt file, disk full, use after c
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memmon.model import Alert, HistoryPoint, Level, frozen_mapping
+from memmon.alertrows import alert_from_row, alert_row
+from memmon.model import Alert, HistoryPoint, Level
 from memmon.sqlitefile import SqliteFile
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "MemoryStore", "StoreError"]
@@ -104,14 +104,6 @@ class StoreError(Exception):
     """The store cannot be opened, read or written; the message names the database path."""
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    return str(value)
-
-
 def _sample_row(point: HistoryPoint) -> tuple[object, ...]:
     # Columns follow HistoryPoint's field order: timestamp, level, then the rest as they are.
     return (point.timestamp, point.level.label, *(getattr(point, name) for name in _SAMPLE_FIELDS[2:]))
@@ -119,43 +111,6 @@ def _sample_row(point: HistoryPoint) -> tuple[object, ...]:
 
 def _point_from_row(row: Sequence[Any]) -> HistoryPoint:
     return HistoryPoint(row[0], Level.parse(row[1]), *row[2:])
-
-
-def _alert_row(alert: Alert) -> tuple[object, ...]:
-    return (
-        alert.id,
-        alert.fingerprint,
-        alert.severity.label,
-        alert.component,
-        alert.target,
-        alert.state,
-        alert.started_at,
-        alert.resolved_at,
-        alert.memory_usage,
-        alert.threshold,
-        alert.message,
-        json.dumps(dict(alert.metadata), sort_keys=True, default=_json_default),
-    )
-
-
-def _alert_from_row(row: Sequence[Any]) -> Alert:
-    metadata = json.loads(row[11])
-    if not isinstance(metadata, dict):
-        raise ValueError(f"alert {row[0]!r} metadata is not a JSON object")
-    return Alert(
-        id=row[0],
-        fingerprint=row[1],
-        severity=Level.parse(row[2]),
-        component=row[3],
-        target=row[4],
-        state=row[5],
-        started_at=row[6],
-        resolved_at=row[7],
-        memory_usage=row[8],
-        threshold=row[9],
-        message=row[10],
-        metadata=frozen_mapping(metadata),
-    )
 
 
 def _file_size(path: Path) -> int:
@@ -213,7 +168,7 @@ class MemoryStore(SqliteFile):
         """
         if not alerts:
             return
-        rows = [_alert_row(alert) for alert in alerts]
+        rows = [alert_row(alert) for alert in alerts]
         with self._transaction("record alerts") as conn:
             conn.executemany(_UPSERT_ALERT, rows)
 
@@ -268,13 +223,13 @@ class MemoryStore(SqliteFile):
             "ORDER BY COALESCE(resolved_at, started_at) DESC, started_at DESC, id DESC"
         )
         with self._connection("read alerts") as conn:
-            return [_alert_from_row(row) for row in conn.execute(sql, (since,))]
+            return [alert_from_row(row) for row in conn.execute(sql, (since,))]
 
     def active_alerts(self) -> list[Alert]:
         """Alerts whose state is ``firing``, oldest start first: what the evaluator restores on restart."""
         sql = f"SELECT {_ALERT_NAMES} FROM alerts WHERE state = 'firing' ORDER BY started_at, id"
         with self._connection("read active alerts") as conn:
-            return [_alert_from_row(row) for row in conn.execute(sql)]
+            return [alert_from_row(row) for row in conn.execute(sql)]
 
     def stats(self) -> dict[str, int]:
         """``{"samples": rows, "alerts": rows, "db_bytes": size of memmon.db plus its -wal file}``."""

@@ -21,14 +21,14 @@ their ``str()``). Every failure raises :class:`SpoolError`, whose message names 
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memmon.model import Alert, Level, frozen_mapping
+from memmon.alertrows import ALERT_ROW_WIDTH, alert_from_row, alert_row
+from memmon.model import Alert, Level
 from memmon.sqlitefile import SqliteFile
 
 __all__ = ["MAX_ERROR_CHARS", "SCHEMA_VERSION", "AlertSpool", "SpoolEntry", "SpoolError"]
@@ -102,39 +102,8 @@ class SpoolEntry:
     last_error: str | None
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    return str(value)
-
-
-def _metadata_json(metadata: Mapping[str, object]) -> str:
-    try:
-        return json.dumps(dict(metadata), sort_keys=True, default=_json_default)
-    except TypeError:  # keys of mixed or non-JSON types in a nested mapping: keep the alert, skip those keys
-        return json.dumps(dict(metadata), default=_json_default, skipkeys=True)
-
-
 def _entry_from_row(row: Sequence[Any]) -> SpoolEntry:
-    metadata = json.loads(row[18])
-    if not isinstance(metadata, dict):
-        raise ValueError(f"spool entry {row[0]} metadata is not a JSON object")
-    alert = Alert(
-        id=row[7],
-        fingerprint=row[8],
-        severity=Level.parse(row[9]),
-        component=row[10],
-        target=row[11],
-        state=row[12],
-        started_at=row[13],
-        resolved_at=row[14],
-        memory_usage=row[15],
-        threshold=row[16],
-        message=row[17],
-        metadata=frozen_mapping(metadata),
-    )
+    alert = alert_from_row(row[7 : 7 + ALERT_ROW_WIDTH])
     return SpoolEntry(
         id=row[0],
         channel=row[1],
@@ -198,18 +167,7 @@ class AlertSpool(SqliteFile):
             int(alert.severity),
             due_at,
             now,
-            alert.id,
-            alert.fingerprint,
-            alert.severity.label,
-            alert.component,
-            alert.target,
-            alert.state,
-            alert.started_at,
-            alert.resolved_at,
-            alert.memory_usage,
-            alert.threshold,
-            alert.message,
-            _metadata_json(alert.metadata),
+            *alert_row(alert),
         )
         with self._transaction(f"add {key!r} to channel {channel!r}") as conn:
             cursor = conn.execute(_INSERT, row)
