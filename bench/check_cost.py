@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from memmon.app import build_sampler, build_thresholds
+from memmon.assembly import build_sampler, build_thresholds
 from memmon.config import load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule

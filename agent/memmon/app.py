@@ -1,5 +1,6 @@
-"""The wiring: Settings -> samplers -> evaluator -> alert manager, store and history. The only module that
-knows every stage. ``ProductionMemoryMonitor`` is the guide's library entry point.
+"""The wiring: Settings -> samplers -> evaluator -> alert manager, actions, store and history. With
+``memmon.assembly`` (which builds the parts), the only module that knows every stage.
+``ProductionMemoryMonitor`` is the guide's library entry point.
 
 Threads: sampling and evaluation run in one worker thread (file reads never block the event loop); SQLite runs in
 another (one connection, so every store call is serialised in submission order). Everything else runs on the
@@ -19,29 +20,28 @@ from typing import Any, TypeVar
 from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
-from memmon.actions.kubernetes import KubeConfig, KubernetesClient, PodReporter, why_not_in_cluster
 from memmon.actions.restarts import build_restart
 from memmon.actions.runner import ActionRunner
 from memmon.actions.signals import SignalAction
-from memmon.actions.targets import TargetProcesses
 from memmon.actions.throttle import Throttle
 from memmon.alerting.channel import Receipt
-from memmon.alerting.dispatcher import AlertDispatcher, Backoff, ChannelReport
+from memmon.alerting.dispatcher import ChannelReport
 from memmon.alerting.manager import AlertManager
-from memmon.alerting.ratelimit import NotificationLimiter
-from memmon.alerting.routing import build_channels, build_routing
-from memmon.alerting.spool import AlertSpool
 from memmon.alerting.testalert import make_test_alert
+from memmon.assembly import (
+    build_dispatcher,
+    build_pod_reporter,
+    build_sampler,
+    build_targets,
+    build_thresholds,
+)
 from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
-from memmon.evaluation.rules import ThresholdRule, ThresholdSet
+from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
-from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, TargetKind
+from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
 from memmon.recorder import StoreRecorder, history_point
-from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
 from memmon.sampling.events import MemoryEvents, adaptive_interval
-from memmon.sampling.host import HostSampler
-from memmon.sampling.pressure import PressureSampler
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
 from memmon.schedule import FixedRateLoop
@@ -50,49 +50,6 @@ from memmon.telemetry import Telemetry
 
 T = TypeVar("T")
 log = logging.getLogger("memmon.monitor")
-
-
-def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
-    """The samplers the settings ask for: target processes, their (or the given) cgroup, host and pressure."""
-    target = settings.target
-    process = ProcessSampler(target.pids, target.match, gc_objects_every=settings.monitoring.gc_objects_every)
-    cgroup_locate: Callable[[], Any]
-    if target.cgroup:
-        path = target.cgroup
-        cgroup_locate = lambda: cgroup_at(path)  # noqa: E731 - a retried locator, re-resolved until it exists
-    elif target.unit:
-        unit = target.unit
-        cgroup_locate = lambda: cgroup_of_unit(unit)  # noqa: E731
-    else:
-        # The cgroup of the first target process: in a container, its limit is the one that kills.
-        cgroup_locate = lambda: locate_cgroup_of(process.pids[0] if process.pids else "self")  # noqa: E731
-    cgroup = CgroupSampler(locate=cgroup_locate)
-    try:
-        location = cgroup_locate()
-    except Exception:  # resolved again at every check until it appears
-        location = None
-    kind = TargetKind.CGROUP if target.kind == "cgroup" else TargetKind.PROCESS
-    label = f"cgroup:{target.cgroup or target.unit}" if kind is TargetKind.CGROUP else process.label
-    snapshot = SnapshotSampler(
-        process=process,
-        cgroup=cgroup,
-        host=HostSampler(),
-        pressure=PressureSampler.for_cgroup(location),
-        target_kind=kind,
-        target_label=label,
-    )
-    return snapshot, process
-
-
-def build_thresholds(settings: Settings) -> ThresholdSet:
-    """The four threshold families of the config, levels that are unset left out."""
-    thresholds = settings.thresholds
-    return ThresholdSet(
-        memory_mb=thresholds.mb_thresholds(),
-        memory_percent=thresholds.percent_thresholds(),
-        system_percent=thresholds.system_thresholds(),
-        swap_percent=thresholds.swap_thresholds(),
-    )
 
 
 class ProductionMemoryMonitor:
@@ -129,14 +86,16 @@ class ProductionMemoryMonitor:
             min_duration_seconds=self.settings.thresholds.min_duration_seconds,
             clock=clock,
         )
-        self.dispatcher = self._build_dispatcher()
+        self.dispatcher, self.routing_warnings = build_dispatcher(
+            self.settings, self.telemetry, active_alerts=self.active_alerts, clock=clock
+        )
         self.alert_manager = AlertManager(self.telemetry, dispatcher=self.dispatcher)
         self.caches = CacheRegistry()
         self.throttle = Throttle()
         """The app wraps work in it (``async with monitor.throttle:`` / ``with monitor.throttle:``); memmon
         shrinks its capacity at critical and emergency and restores it when the level clears."""
         self.nonessential = NonessentialWorkers()
-        self.pod_reporter = self._build_pod_reporter()
+        self.pod_reporter = build_pod_reporter(self.settings)
         self.actions = self._build_actions()
         self._check_listeners: list[Callable[[Evaluation], object]] = []
         self.memory_events: MemoryEvents | None = None
@@ -161,59 +120,13 @@ class ProductionMemoryMonitor:
         self._loop_task: asyncio.Task[None] | None = None
         self._check_lock = asyncio.Lock()
 
-    def _build_dispatcher(self) -> AlertDispatcher:
-        alerting = self.settings.alerting
-        delivery = alerting.delivery
-        routing = build_routing(self.settings, build_channels(self.settings))
-        self.routing_warnings = routing.warnings
-        return AlertDispatcher(
-            routing.channels,
-            routing.routes,
-            AlertSpool(
-                Path(self.settings.storage.state_dir) / "spool.db",
-                max_entries_per_channel=delivery.spool_max_entries,
-                clock=self.clock,
-            ),
-            self.telemetry,
-            limiter=NotificationLimiter(
-                alerting.rate_limit_seconds,
-                immediate_emergency=self.settings.auto_response.emergency_actions.send_immediate_alert,
-                clock=self.clock,
-            ),
-            send_resolved=routing.send_resolved,
-            backoff=Backoff(delivery.backoff_initial_seconds, delivery.backoff_max_seconds),
-            degraded_after=delivery.degraded_after_failures,
-            attempt_timeout=delivery.timeout_seconds + 5,
-            active_alerts=self.active_alerts,
-            clock=self.clock,
-        )
-
-    def _build_pod_reporter(self) -> PodReporter | None:
-        if not self.settings.auto_response.kubernetes_events:
-            return None
-        config = KubeConfig.in_cluster()
-        if config is None:
-            log.info("not in a Kubernetes pod (%s): pod annotations and events are off", why_not_in_cluster())
-            return None
-        return PodReporter(KubernetesClient(config))
-
     def add_check_listener(self, listener: Callable[[Evaluation], object]) -> None:
         """Call ``listener(evaluation)`` after every check, on the event loop (quick work only)."""
         self._check_listeners.append(listener)
 
     def _build_actions(self) -> ActionRunner:
-        target = self.settings.target
-        process = self._process
-        own = process is not None and process.is_own_process and target.kind == "process"
-        cgroup = self.sampler.cgroup
-        members_of_cgroup = target.kind == "cgroup" and not (target.pids or target.match)
-        targets = TargetProcesses(
-            pids=lambda: process.pids if process is not None else (),
-            cgroup_dir=(lambda: cgroup.location.directory if cgroup and cgroup.location else None)
-            if members_of_cgroup
-            else None,
-            own_target=own,
-        )
+        targets = build_targets(self.settings, self.sampler)
+        own = targets.own_target
         restart, fallback, self.liveness = build_restart(self.settings, targets, clock=self.clock)
         return ActionRunner(
             self.settings.auto_response,
