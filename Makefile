@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager
+SYSTEM_PACKAGES := prometheus-alertmanager chromium
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from importlib import resources
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,6 +20,10 @@ from memmon.exposition.metrics import build_registry, render
 from memmon.exposition.source import MonitorView
 
 log = logging.getLogger("memmon.server")
+
+LIVE_PAGE = resources.files("memmon.exposition").joinpath("page/index.html").read_bytes()
+PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+"""The page talks only to this agent: no third-party origin can be loaded, even by injected markup."""
 
 
 class ServerStartError(Exception):
@@ -84,7 +89,17 @@ class MemoryHealthServer:
         app = web.Application(middlewares=[json_errors])
         HealthRoutes(self.monitor).add_to(app)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/", self.page)
         return app
+
+    async def page(self, _request: web.Request) -> web.Response:
+        """The live page: one self-contained HTML file (no CDN, no build step) polling the JSON endpoints."""
+        return web.Response(
+            body=LIVE_PAGE,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY},
+        )
 
     def metrics_app(self) -> web.Application:
         """The application of the separate Prometheus port: ``/metrics`` only."""
