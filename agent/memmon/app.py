@@ -297,7 +297,7 @@ class ProductionMemoryMonitor:
         """Poll faster as the limit nears (the fill rate from the last two checks)."""
         base = self.settings.monitoring.check_interval
         sample = self.latest.sample if self.latest is not None else None
-        if sample is None or sample.limit_source != "cgroup" or sample.target_bytes is None:
+        if sample is None or sample.limit_source == "host" or sample.target_bytes is None:
             return base
         headroom = sample.effective_limit_bytes - sample.target_bytes
         points = self.history.since(sample.timestamp - 10 * base)[-2:]

@@ -58,6 +58,7 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
         pressure=PressureSampler.for_cgroup(location),
         target_kind=kind,
         target_label=label,
+        configured_limit_bytes=target.memory_limit_bytes,
     )
     return snapshot, process
 

@@ -381,6 +381,10 @@ class TargetSettings(Section):
     """Cgroup path to watch, e.g. /system.slice/app.service."""
     unit: Annotated[str, Field(min_length=1)] | None = None
     """Systemd unit whose cgroup is watched."""
+    memory_limit_bytes: Annotated[int, Field(gt=0)] | None = None
+    """The target's memory limit when memmon cannot see its cgroup (a sidecar: the app container's
+    ``limits.memory`` from the downward API, ``MEMMON_TARGET__MEMORY_LIMIT_BYTES``); the effective limit is the
+    smallest of this, a cgroup limit and host memory."""
 
     @property
     def kind(self) -> str:

@@ -131,7 +131,8 @@ class MemorySample:
     """The number ``memory_*_mb`` thresholds judge (rss sum, or cgroup working set); None if unreadable."""
     effective_limit_bytes: int
     limit_source: str
-    """``cgroup`` when a cgroup limit below host memory is set, else ``host``."""
+    """``cgroup`` (a cgroup limit below host memory), ``configured`` (``target.memory_limit_bytes``, lower
+    still), else ``host``."""
     process: ProcessSample | None
     cgroup: CgroupSample | None
     host: HostSample | None
@@ -147,8 +148,9 @@ class MemorySample:
 
     @property
     def available_bytes(self) -> int | None:
-        """The guide's ``available_mb``: headroom to the limit when a cgroup limit applies, else host available."""
-        if self.limit_source == "cgroup" and self.target_bytes is not None:
+        """The guide's ``available_mb``: headroom to the limit when a cgroup or configured limit applies, else
+        host available."""
+        if self.limit_source != "host" and self.target_bytes is not None:
             return max(0, self.effective_limit_bytes - self.target_bytes)
         return None if self.host is None else self.host.available_bytes
 

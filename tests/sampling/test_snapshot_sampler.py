@@ -164,3 +164,26 @@ def test_target_kind_needs_its_sampler() -> None:
         snapshot(kind=TargetKind.PROCESS)
     with pytest.raises(ValueError, match="needs a CgroupSampler"):
         snapshot(kind=TargetKind.CGROUP)
+
+
+def test_configured_limit_is_the_effective_limit_when_lowest() -> None:
+    """A configured limit (a sidecar's view of the app container's limit) below host memory becomes the
+    effective limit, named "configured", and headroom is counted against it."""
+    from memmon.model import TargetKind
+    from memmon.sampling.host import HostSampler
+    from memmon.sampling.process import ProcessSampler
+    from memmon.sampling.snapshot import SnapshotSampler
+
+    sampler = SnapshotSampler(
+        process=ProcessSampler(),
+        cgroup=None,
+        host=HostSampler(),
+        pressure=None,
+        target_kind=TargetKind.PROCESS,
+        target_label="self",
+        configured_limit_bytes=256 * 2**20,
+    )
+    sample = sampler.sample()
+    assert (sample.effective_limit_bytes, sample.limit_source) == (256 * 2**20, "configured")
+    assert sample.target_bytes is not None
+    assert sample.available_bytes == max(0, 256 * 2**20 - sample.target_bytes)

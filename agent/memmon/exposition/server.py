@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from importlib import resources
 from collections.abc import Awaitable, Callable
+from importlib import resources
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST

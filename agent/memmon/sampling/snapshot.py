@@ -4,10 +4,10 @@ The sample says what the thresholds judge (``target_bytes``) and against which l
 
 - ``target_bytes``: the summed RSS of the target processes (``TargetKind.PROCESS``) or the cgroup's working
   set (``TargetKind.CGROUP``); None when that source failed this check.
-- ``effective_limit_bytes``: the cgroup's limit when one is set below host memory (``limit_source`` "cgroup"),
-  else host memory ("host"). Inside a container the host's memory is not what kills the service; the cgroup
-  limit is. When ``/proc/meminfo`` fails too, the last host total read is used, else the physical memory that
-  ``sysconf`` reports.
+- ``effective_limit_bytes``: the smallest of host memory ("host"), the cgroup's limit ("cgroup") and a
+  configured limit ("configured": a sidecar that cannot see the app's cgroup is told the app's limit). Inside a
+  container the host's memory is not what kills the service; the cgroup limit is. When ``/proc/meminfo``
+  fails too, the last host total read is used, else the physical memory that ``sysconf`` reports.
 
 Each source that failed becomes a ``Degradation(source, reason)`` with source "process", "cgroup", "host" or
 "pressure" (a process sample that succeeded but lost some pids, or matched nothing, contributes its
@@ -56,6 +56,7 @@ class SnapshotSampler:
         pressure: PressureSampler | None,
         target_kind: TargetKind,
         target_label: str,
+        configured_limit_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         logger: logging.Logger = _LOGGER,
@@ -70,6 +71,7 @@ class SnapshotSampler:
         self._pressure = pressure
         self._target_kind = target_kind
         self._target_label = target_label
+        self._configured_limit = configured_limit_bytes
         self._clock = clock
         self._monotonic = monotonic
         self._logger = logger
@@ -114,8 +116,10 @@ class SnapshotSampler:
             self._last_host_total = host.total_bytes
         host_total = self._last_host_total if self._last_host_total is not None else _physical_memory()
         limit, limit_source = host_total, "host"
-        if cgroup is not None and cgroup.limit_bytes is not None and cgroup.limit_bytes < host_total:
+        if cgroup is not None and cgroup.limit_bytes is not None and cgroup.limit_bytes < limit:
             limit, limit_source = cgroup.limit_bytes, "cgroup"
+        if self._configured_limit is not None and self._configured_limit < limit:
+            limit, limit_source = self._configured_limit, "configured"
 
         if self._target_kind is TargetKind.PROCESS:
             target_bytes = process.rss_bytes if process is not None else None
