@@ -72,6 +72,7 @@ e2e: $(STAMP) helm-tools
 
 bench: $(STAMP)
 	$(BIN)/python bench/check_cost.py
+	$(BIN)/python bench/leaks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,14 @@ import memmon
 
 PACKAGE = Path(memmon.__file__).parent
 STAGES = {"sampling": 1, "evaluation": 2, "alerting": 3, "actions": 3, "exposition": 4}
-WIRING = {"memmon.app", "memmon.assembly", "memmon.service", "memmon.cli", "memmon.__main__"}
+WIRING = {
+    "memmon.app",
+    "memmon.assembly",
+    "memmon.leakwatch",
+    "memmon.service",
+    "memmon.cli",
+    "memmon.__main__",
+}
 
 
 def memmon_imports(path: Path) -> list[str]:

@@ -22,3 +22,17 @@ def test_check_cost_benchmark_prints_its_table() -> None:
     assert re.search(r"\| floor: os\.read of the same files \| [\d.]+ \| [\d.]+ \|", out)
     assert re.search(r"full check / floor \(median\): [\d.]+x", out)
     assert re.search(r"idle agent .*RSS [\d.]+ MiB, CPU [\d.]+ %", out)
+
+
+def test_leaks_benchmark_prints_its_tables() -> None:
+    """bench/leaks.py --quick prints detection delay, false positives, prediction error and tracemalloc cost."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "leaks.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"\| linear leak .* \| \d+/\d+ \| \d+ s / \d+ s \|", out)
+    assert re.search(r"\| gc sawtooth \(false positives\) \| \d+/\d+ \|", out)
+    assert re.search(r"prediction error, .*TrendPredictor median [\d.]+ %", out)
+    assert re.search(r"\| build [\d,]+ small dicts \(kept\) \| \d+ \|", out)

@@ -39,6 +39,7 @@ from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
+from memmon.leakwatch import LeakWatch
 from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.events import MemoryEvents, adaptive_interval
@@ -96,7 +97,15 @@ class ProductionMemoryMonitor:
         shrinks its capacity at critical and emergency and restores it when the level clears."""
         self.nonessential = NonessentialWorkers()
         self.pod_reporter = build_pod_reporter(self.settings)
+        self.targets = build_targets(self.settings, self.sampler)
         self.actions = self._build_actions()
+        self.leakwatch = LeakWatch(
+            self.settings,
+            self.telemetry,
+            in_process=self.targets.own_target,
+            target_pids=lambda: self.targets.resolve()[0],
+            clock=clock,
+        )
         self._check_listeners: list[Callable[[Evaluation], object]] = []
         self.memory_events: MemoryEvents | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -125,7 +134,7 @@ class ProductionMemoryMonitor:
         self._check_listeners.append(listener)
 
     def _build_actions(self) -> ActionRunner:
-        targets = build_targets(self.settings, self.sampler)
+        targets = self.targets
         own = targets.own_target
         restart, fallback, self.liveness = build_restart(self.settings, targets, clock=self.clock)
         return ActionRunner(
@@ -175,7 +184,9 @@ class ProductionMemoryMonitor:
         for warning in self.routing_warnings:
             log.warning("%s", warning)
         self.started_at = self.clock()
-        stale = self.evaluator.restore(active, self.sampler.target_label, self.started_at)
+        stale = self.evaluator.restore(
+            self.leakwatch.restore(active), self.sampler.target_label, self.started_at
+        )
         if not len(self.history):  # a restart in the same process keeps its ring
             for point in recent:
                 self.history.append(point)
@@ -249,6 +260,7 @@ class ProductionMemoryMonitor:
             self.history.append(point)
             self.recorder.add_point(point)
             transitions = self.actions.on_evaluation(evaluation)
+            transitions += tuple(self.leakwatch.on_evaluation(evaluation, self._critical_bytes(evaluation)))
             if transitions:
                 self.recorder.add_alerts(transitions)
                 self.alert_manager.publish(transitions)
@@ -372,8 +384,33 @@ class ProductionMemoryMonitor:
         return self.latest is not None and self.level not in self.settings.server.ready_fail_level_set
 
     def active_alerts(self) -> tuple[Alert, ...]:
-        """Alerts firing now."""
-        return self.evaluator.active_alerts()
+        """Alerts firing now (thresholds, then a suspected leak or a predicted crossing)."""
+        return self.evaluator.active_alerts() + self.leakwatch.active_alerts()
+
+    def _critical_bytes(self, evaluation: Evaluation) -> float | None:
+        """The target memory at which the critical level starts (the lower of its MB and percent thresholds)."""
+        thresholds = self.evaluator.rule.thresholds
+        candidates = []
+        if Level.CRITICAL in thresholds.memory_mb:
+            candidates.append(thresholds.memory_mb[Level.CRITICAL] * MB)
+        if Level.CRITICAL in thresholds.memory_percent:
+            candidates.append(
+                thresholds.memory_percent[Level.CRITICAL] / 100 * evaluation.sample.effective_limit_bytes
+            )
+        return min(candidates, default=None)
+
+    @property
+    def prediction(self) -> dict[str, Any] | None:
+        """The latest time-to-limit prediction (predictive alerting on), else None."""
+        return self.leakwatch.prediction
+
+    def leaks(self) -> dict[str, Any]:
+        """What GET /health/leaks shows."""
+        return self.leakwatch.report()
+
+    async def leak_snapshot(self, seconds: float) -> dict[str, Any]:
+        """A tracemalloc window (library mode) or the target's biggest mappings (agent mode), on request."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.leakwatch.snapshot, seconds)
 
     async def history_since(self, since: float) -> list[HistoryPoint]:
         """Samples since ``since`` (epoch seconds): from the ring when it covers the window, else from SQLite."""

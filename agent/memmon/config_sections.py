@@ -158,6 +158,14 @@ class LeakDetectionSettings(Section):
     """Growth over the window, as a fraction of the memory at its start, that counts as a suspected leak."""
     monitoring_window: Seconds = 300
     """Seconds of history the growth is measured over."""
+    min_growth_mb: Annotated[float, Field(ge=0)] = 16
+    """Growth below this many MB over the window is never a leak (tiny processes do not page people)."""
+    confirm_checks: Annotated[int, Field(ge=1)] = 3
+    """Consecutive checks the growth must hold before a leak is reported."""
+    tracemalloc_window_seconds: Seconds = 60
+    """Library mode with ``enable_tracemalloc``: how long allocations are traced once growth is suspected."""
+    tracemalloc_frames: Annotated[int, Field(ge=1, le=50)] = 5
+    """Frames kept per allocation (cost grows with it: about 7x slower allocation at 1 frame, 14-20x at 10)."""
 
 
 class MonitoringSettings(Section):

@@ -132,6 +132,8 @@ class HealthRoutes:
         app.router.add_get("/health/metrics/history", self.history)
         app.router.add_post("/health/actions/gc", self.gc)
         app.router.add_post("/health/actions/test-alert", self.test_alert)
+        app.router.add_get("/health/leaks", self.leaks)
+        app.router.add_post("/health/actions/leak-snapshot", self.leak_snapshot)
 
     def _status(self) -> str:
         return "starting" if self.monitor.latest is None else STATUS_NAMES[self.monitor.level]
@@ -212,6 +214,7 @@ class HealthRoutes:
             for c in latest.components
         ]
         payload["degraded"] = [{"source": d.source, "reason": d.reason} for d in self.monitor.degraded]
+        payload["prediction"] = self.monitor.prediction
         return web.json_response(payload)
 
     def _hours(self, request: web.Request, default: float, retention_hours: float) -> float:
@@ -298,3 +301,19 @@ class HealthRoutes:
         return web.json_response(
             {"channel": name, "accepted": True, "status": receipt.status, "detail": receipt.detail}
         )
+
+    async def leaks(self, _request: web.Request) -> web.Response:
+        """Leak detection's verdict, the last allocation profile (library mode) or mappings (agent mode), and the
+        time-to-limit prediction."""
+        return web.json_response(self.monitor.leaks())
+
+    async def leak_snapshot(self, request: web.Request) -> web.Response:
+        """Trace allocations for ``?seconds=N`` (library mode; default 10, at most 600) or read the target's
+        biggest mappings (agent mode) now; needs the API token like the other actions."""
+        token = self.monitor.settings.server.api_token
+        require_token(request, None if token is None else token.get_secret_value())
+        seconds = number_param(request, "seconds", default=10, minimum=0, maximum=600)
+        try:
+            return web.json_response(await self.monitor.leak_snapshot(seconds))
+        except RuntimeError as exc:
+            raise json_error(409, "busy", str(exc)) from None

@@ -185,6 +185,13 @@ class MemmonCollector(Collector):
         yield from gauge(
             "memmon_last_check_timestamp_seconds", "When the latest check ran.", sample.timestamp
         )
+        prediction = monitor.prediction
+        if prediction is not None:
+            yield from gauge(
+                "memmon_predicted_seconds_to_limit",
+                "Seconds until the effective limit at the current trend (predictive alerting).",
+                prediction.get("seconds_to_limit"),
+            )
         if sample.process is not None:
             process = sample.process
             yield from gauge(

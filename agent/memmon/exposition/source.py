@@ -6,7 +6,7 @@ wiring module.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from memmon.alerting.channel import Receipt
 from memmon.alerting.dispatcher import ChannelReport
@@ -38,6 +38,13 @@ class MonitorView(Protocol):
     def is_live(self, scope: str = "app") -> bool: ...
 
     def recent_actions(self) -> list[ActionResult]: ...
+
+    @property
+    def prediction(self) -> dict[str, Any] | None: ...
+
+    def leaks(self) -> dict[str, Any]: ...
+
+    async def leak_snapshot(self, seconds: float) -> dict[str, Any]: ...
 
     def is_ready(self) -> bool: ...
 
