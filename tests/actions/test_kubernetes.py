@@ -7,7 +7,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from memmon.actions.kubernetes import (
 )
 from memmon.model import Level
 from tests.actions.kube_standin import NAMESPACE, POD, POD_UID, TOKEN, KubeStandin
+from tests.alerting.receivers import make_self_signed_cert
 
 T0 = 1705314600.0
 """2024-01-15T10:30:00Z"""
@@ -536,22 +536,10 @@ async def test_evict_restart_does_not_retry_a_forbidden_eviction(
 
 @pytest.fixture(scope="module")
 def api_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed ``(cert.pem, key.pem)`` for 127.0.0.1, standing in for the cluster CA's ca.crt."""
+    """A self-signed ``(cert.pem, key.pem)`` for localhost and 127.0.0.1, standing in for the cluster CA's ca.crt."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command line tool is needed to make a test certificate")
-    directory = tmp_path_factory.mktemp("kube-tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return make_self_signed_cert(tmp_path_factory.mktemp("kube-tls"))
 
 
 async def test_https_verifies_the_api_server_with_ca_file(
