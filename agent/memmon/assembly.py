@@ -131,6 +131,6 @@ def build_pod_reporter(settings: Settings) -> PodReporter | None:
         return None
     config = KubeConfig.in_cluster()
     if config is None:
-        log.info("not in a Kubernetes pod (%s): pod annotations and events are off", why_not_in_cluster())
+        log.info("pod annotations and events are off: %s", why_not_in_cluster())
         return None
     return PodReporter(KubernetesClient(config))
