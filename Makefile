@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd
+SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -70,9 +70,8 @@ install-systemd:
 e2e: $(STAMP) helm-tools
 	$(BIN)/pytest e2e -v
 
-bench: $(STAMP)
-	$(BIN)/python bench/check_cost.py
-	$(BIN)/python bench/leaks.py
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,3 +36,16 @@ def test_leaks_benchmark_prints_its_tables() -> None:
     assert re.search(r"\| gc sawtooth \(false positives\) \| \d+/\d+ \|", out)
     assert re.search(r"prediction error, .*TrendPredictor median [\d.]+ %", out)
     assert re.search(r"\| build [\d,]+ small dicts \(kept\) \| \d+ \|", out)
+
+
+def test_footprint_benchmark_compares_memmon_with_node_exporter() -> None:
+    """bench/footprint.py --quick prints the footprint, scrape and /health load tables and the goals."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "footprint.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"\| memmon \| [\d.]+ \| [\d.]+ \|", out)
+    assert re.search(r"\| node_exporter \| ", out)
+    assert re.search(r"\| idle RSS < 50 MB .*\| (met|missed) \|", out)
