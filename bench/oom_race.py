@@ -83,11 +83,14 @@ V1_MEMORY = Path("/sys/fs/cgroup/memory")
 # handles like a service draining its work: it notes what it held and the cgroup's usage at that moment, stops
 # leaking and exits 0, printing "graceful <MiB leaked at SIGTERM> <usage bytes at SIGTERM> <monotonic time>".
 CHILD = r"""
-import signal, sys, time
-cgroup, rate, chunk = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+import os, signal, sys, time
+cgroup, rate, chunk, uid = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 with open(cgroup + "/cgroup.procs", "w") as procs:
     procs.write("0")
 usage = open(cgroup + "/memory.usage_in_bytes", "rb", buffering=0)
+if uid:  # the unprivileged agent may signal only its own user's processes
+    os.setgid(uid)
+    os.setuid(uid)
 stopping, leaked, at_term = False, 0, None
 def drain(signum, frame):
     global stopping, at_term
@@ -110,19 +113,13 @@ else:
     print("graceful", *at_term, flush=True)
 """
 
-# A memmon agent without kernel notifications: the same command line, with the method that arms them replaced by
-# a no-op before the agent starts (bench only: memmon has no setting for this).
-EVENTS_OFF = (
-    "import memmon.app, sys\n"
-    "memmon.app.ProductionMemoryMonitor._arm_memory_events = lambda self, evaluation: None\n"
-    "from memmon.cli import main\n"
-    "sys.argv[0] = 'memmon'\n"
-    "raise SystemExit(main())\n"
-)
+# The unprivileged agent runs as this user (nobody): it cannot write cgroup.event_control, as in a container.
+NOBODY = 65534
 
 # Restart safety limits raised so that back-to-back runs each meet a rested limiter (see the module docstring).
 RESTART = {"strategy": "signal", "cooldown_seconds": 0, "max_restarts_per_hour": 1000}
 AT_70 = {"memory_percent_warning": 50, "memory_percent_critical": 60, "memory_percent_emergency": 70}
+AT_80 = {"memory_percent_warning": 60, "memory_percent_critical": 70, "memory_percent_emergency": 80}
 
 
 @dataclass(frozen=True)
@@ -131,11 +128,18 @@ class Config:
     interval: float | None  # None: no agent
     events: bool = True
     thresholds: dict[str, Any] = field(default_factory=dict)
+    watch: bool = True  # the usage watcher
+    unprivileged: bool = False  # agent and child run as nobody: no kernel events can be armed
 
     def agent_config(self) -> dict[str, Any]:
         assert self.interval is not None
         config: dict[str, Any] = {
-            "monitoring": {"check_interval": self.interval, "prometheus_port": 0},
+            "monitoring": {
+                "check_interval": self.interval,
+                "prometheus_port": 0,
+                "kernel_events": self.events,
+                "usage_watch": {"enabled": self.watch},
+            },
             "auto_response": {"cooldown_seconds": 0.01, "emergency_actions": {"graceful_restart": RESTART}},
         }
         if self.thresholds:
@@ -146,10 +150,11 @@ class Config:
 CONFIGS = (
     Config("shipped, 5 s, events (emergency 95 %)", 5),
     Config("guide, 30 s, events (emergency 95 %)", 30),
-    Config("guide, 30 s, events off (emergency 95 %)", 30, events=False),
+    Config("unprivileged, 5 s, no kernel events (emergency 80 %)", 5, thresholds=AT_80, unprivileged=True),
+    Config("unprivileged, 30 s, no kernel events (emergency 80 %)", 30, thresholds=AT_80, unprivileged=True),
+    Config("guide, 30 s, polling alone (emergency 95 %)", 30, events=False, watch=False),
     Config("shipped, 5 s, events (emergency 70 %)", 5, thresholds=AT_70),
-    Config("guide, 30 s, events (emergency 70 %)", 30, thresholds=AT_70),
-    Config("guide, 30 s, events off (emergency 70 %)", 30, events=False, thresholds=AT_70),
+    Config("guide, 30 s, polling alone (emergency 70 %)", 30, events=False, watch=False, thresholds=AT_70),
     Config("no agent", None),
 )
 
@@ -247,9 +252,12 @@ class Agent:
         config_path.write_text(json.dumps(config.agent_config()))
         self.log_path = workdir / "memmon.log"
         self._log = self.log_path.open("w")
-        head = ["-m", "memmon"] if config.events else ["-c", EVENTS_OFF]
+        head = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        if config.unprivileged:  # nobody must be able to write its state and read its config
+            os.chmod(workdir, 0o777)
+            os.chmod(config_path, 0o644)
         self.proc = subprocess.Popen(
-            [sys.executable, *head, "--config", str(config_path), "--cgroup", str(cgroup),
+            [*(head if config.unprivileged else []), sys.executable, "-m", "memmon", "--config", str(config_path), "--cgroup", str(cgroup),
              "--health-port", str(self.port), "--state-dir", str(workdir / "state"), "--log-level", "INFO"],
             stdout=subprocess.DEVNULL, stderr=self._log, env=agent_env(),
         )  # fmt: skip
@@ -348,12 +356,12 @@ class Agent:
 # -- one run -----------------------------------------------------------------------------------------------------
 
 
-def leak_once(cgroup: Path, rate: float) -> Run:
+def leak_once(cgroup: Path, rate: float, uid: int = 0) -> Run:
     """Run one leaking child to its end and classify the ending."""
     kills_before = oom_kills(cgroup)
     (cgroup / "memory.max_usage_in_bytes").write_text("0")  # resets the peak
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(cgroup), str(rate), str(CHUNK_MIB)],
+        [sys.executable, "-c", CHILD, str(cgroup), str(rate), str(CHUNK_MIB), str(uid)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
@@ -414,7 +422,7 @@ def run_config(config: Config, rates: list[tuple[int, int]], notes: list[str]) -
                 results[rate] = []
                 for _ in range(runs):
                     before = agent.restarts() if agent is not None else 0
-                    run = leak_once(cgroup, rate)
+                    run = leak_once(cgroup, rate, NOBODY if config.unprivileged else 0)
                     wait_empty(cgroup)
                     if agent is not None:
                         if not agent.settle(2 * (config.interval or 0) + 5):
@@ -452,11 +460,13 @@ def main() -> None:
         "--quick", action="store_true", help="1 run at 200 MB/s per configuration: a smoke test"
     )
     parser.add_argument("--runs", type=int, default=10, help="runs per configuration and rate (default 10)")
+    parser.add_argument("--only", default="", help="run only the configurations whose name contains this")
+    parser.add_argument("--rates", default="50,200,1000", help="leak rates, MB/s, comma-separated")
     args = parser.parse_args()
     if why := why_not_runnable():  # a note, not a failure: the other benchmarks still run
         print(f"# oom_race: not run on this machine: {why}")
         return
-    rates = [(200, 1)] if args.quick else [(50, args.runs), (200, args.runs), (1000, args.runs)]
+    rates = [(200, 1)] if args.quick else [(int(rate), args.runs) for rate in args.rates.split(",")]
 
     def terminated(signum: int, frame: object) -> None:
         raise SystemExit(f"oom_race: stopped by signal {signum}")  # unwinds through every finally: clean-up
@@ -465,7 +475,7 @@ def main() -> None:
     started = time.monotonic()
     notes: list[str] = []
     table: list[tuple[Config, int, list[Run]]] = []
-    for config in CONFIGS:
+    for config in (c for c in CONFIGS if args.only in c.name):
         for rate, runs in run_config(config, rates, notes).items():
             table.append((config, rate, runs))
 

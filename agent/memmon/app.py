@@ -10,7 +10,9 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
 from memmon.actions.restarts import build_restart
-from memmon.actions.runner import ActionRunner
+from memmon.actions.runner import ActionRunner, Recheck
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
 from memmon.alerting.channel import Receipt
@@ -30,21 +32,35 @@ from memmon.alerting.manager import AlertManager
 from memmon.alerting.testalert import make_test_alert
 from memmon.assembly import (
     build_dispatcher,
+    build_memory_high_guard,
     build_pod_reporter,
     build_sampler,
     build_targets,
     build_thresholds,
+    build_usage_watcher,
 )
 from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
 from memmon.leakwatch import LeakWatch
-from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
+from memmon.model import (
+    MB,
+    ActionResult,
+    Alert,
+    Degradation,
+    Evaluation,
+    HistoryPoint,
+    Level,
+    MemorySample,
+    TargetKind,
+)
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.events import MemoryEvents, adaptive_interval
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
+from memmon.sampling.usage_gauge import CgroupUsage, GaugeSpec, ProcessRss
+from memmon.sampling.usage_watch import WatchPlan
 from memmon.schedule import FixedRateLoop
 from memmon.store import MemoryStore
 from memmon.telemetry import Telemetry
@@ -108,6 +124,10 @@ class ProductionMemoryMonitor:
         )
         self._check_listeners: list[Callable[[Evaluation], object]] = []
         self.memory_events: MemoryEvents | None = None
+        self._events_cgroup: tuple[Path, int] | None = None  # (directory, inode) the events are armed on
+        self.usage_watcher = build_usage_watcher(self.settings, self._usage_crossed)
+        self.memory_high_guard = build_memory_high_guard(self.settings)
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
@@ -158,10 +178,11 @@ class ProductionMemoryMonitor:
             outcome = "done" if result.success else f"failed: {result.error}"
             await self.pod_reporter.restart_event(f"{result.action} {outcome}")
 
-    async def _recheck(self) -> tuple[Level, int | None]:
+    async def _recheck(self) -> Recheck:
         """A fresh sample judged by thresholds alone: the re-read right before (and after) a restart."""
         sample = await self._in_pool(self.sampler.sample)
-        return self.evaluator.raw_level(sample), sample.target_bytes
+        oom_kills = sample.cgroup.oom_kill_count if sample.cgroup is not None else None
+        return Recheck(self.evaluator.raw_level(sample), sample.target_bytes, oom_kills)
 
     def register_cache(self, name: str, cache: Any) -> None:
         """A cache memmon clears at critical/emergency: a clear function, or anything with ``cache_clear()``
@@ -201,7 +222,10 @@ class ProductionMemoryMonitor:
             next_interval=self._next_interval,
             monotonic=self.monotonic,
         )
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop.run(), name="memmon-check-loop")
+        self._event_loop = asyncio.get_running_loop()
+        self._loop_task = self._event_loop.create_task(self._loop.run(), name="memmon-check-loop")
+        if self.usage_watcher is not None:
+            self.usage_watcher.start()
         self.recorder.start()
         if stale:
             self.recorder.add_alerts(stale)
@@ -218,9 +242,11 @@ class ProductionMemoryMonitor:
         if self._loop is None or self._loop_task is None:
             return
         self._loop.stop()
-        if self.memory_events is not None:
-            self.memory_events.close()
-            self.memory_events = None
+        if self.usage_watcher is not None:
+            self.usage_watcher.stop()
+        self._close_memory_events()
+        if self.memory_high_guard is not None:
+            self.memory_high_guard.release()
         try:
             await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
         except TimeoutError:
@@ -273,7 +299,7 @@ class ProductionMemoryMonitor:
                     )
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
-            self._arm_memory_events(evaluation)
+            self._follow_kernel(evaluation)
             for listener in self._check_listeners:
                 try:
                     listener(evaluation)
@@ -281,29 +307,102 @@ class ProductionMemoryMonitor:
                     log.exception("check listener %r failed", listener)
             return evaluation
 
-    def _arm_memory_events(self, evaluation: Evaluation) -> None:
-        """Keep kernel notifications armed at the cgroup usages where a level changes (re-armed when the
-        limit changes), so a fast leak triggers a check at once instead of waiting for the next poll."""
+    def _follow_kernel(self, evaluation: Evaluation) -> None:
+        """After every check: keep the kernel notifications, the usage watcher and the ``memory.high`` guard on
+        the cgroup (or processes) as they are now, re-armed when the cgroup was recreated."""
         sample = evaluation.sample
         cgroup = self.sampler.cgroup
         location = cgroup.location if cgroup is not None else None
+        levels = self.evaluator.rule.watch_levels(sample)
+        if self.settings.monitoring.kernel_events:
+            self._arm_memory_events(evaluation)
+        if self.usage_watcher is not None:
+            self.usage_watcher.follow(self._watch_plan(sample, levels))
+        if self.memory_high_guard is not None:
+            limited = location is not None and sample.cgroup is not None and sample.limit_source == "cgroup"
+            self.memory_high_guard.follow(
+                location.directory if limited and location is not None else None,
+                location.version if location is not None else 0,
+                levels.get(Level.EMERGENCY),
+                sample.cgroup.limit_bytes if sample.cgroup is not None else None,
+            )
+
+    def _watch_plan(self, sample: MemorySample, levels: Mapping[Level, int]) -> WatchPlan | None:
+        """What the usage watcher reads until the next check: the cgroup's usage where the cgroup is the target
+        or its limit applies, else the target processes' resident size."""
+        emergency = levels.get(Level.EMERGENCY)
+        cgroup = self.sampler.cgroup
+        location = cgroup.location if cgroup is not None else None
+        spec: GaugeSpec
+        if (
+            location is not None
+            and sample.cgroup is not None
+            and (sample.target_kind is TargetKind.CGROUP or sample.cgroup.limit_bytes is not None)
+        ):
+            spec = CgroupUsage(location.directory, location.version)
+            usage = sample.cgroup.usage_bytes
+            seen = usage if emergency is None or usage < emergency else sample.cgroup.working_set_bytes
+        elif self._process is not None and self._process.pids and sample.process is not None:
+            spec = ProcessRss(tuple(sorted(self._process.pids)))
+            seen = sample.process.rss_bytes
+        else:
+            return None
+        return WatchPlan(
+            spec,
+            tuple(sorted(set(levels.values()))),
+            emergency,
+            sample.effective_limit_bytes,
+            seen,
+        )
+
+    def _arm_memory_events(self, evaluation: Evaluation) -> None:
+        """Keep kernel notifications armed at the cgroup usages where a level changes (re-armed when the
+        limit changes, and on a new cgroup when the old one was removed or recreated: a unit or container
+        restart), so a fast leak triggers a check at once instead of waiting for the next poll."""
+        cgroup = self.sampler.cgroup
+        location = cgroup.location if cgroup is not None else None
         if location is None:
+            self._close_memory_events()
             return
-        if self.memory_events is None:
-            self.memory_events = MemoryEvents(location, self._memory_event)
-            self.memory_events.attach(asyncio.get_running_loop())
-            self.memory_events.arm(self.evaluator.rule.cgroup_thresholds(sample))
-            for problem in self.memory_events.problems:
-                log.warning("memory events: %s; relying on polling", problem)
+        try:
+            identity = (location.directory, os.stat(location.directory).st_ino)
+        except OSError:  # gone: armed again on its successor
+            self._close_memory_events()
             return
-        wanted = self.evaluator.rule.cgroup_thresholds(sample)
-        if tuple(wanted) != self.memory_events.armed:
-            self.memory_events.arm(wanted)
+        events = self.memory_events
+        if events is not None and (events.ended or self._events_cgroup != identity):
+            log.info("memory events: re-arming on %s", location.directory)
+            self._close_memory_events()
+            events = None
+        wanted = self.evaluator.rule.cgroup_thresholds(evaluation.sample)
+        if events is None:
+            events = self.memory_events = MemoryEvents(location, self._memory_event)
+            self._events_cgroup = identity
+            events.attach(asyncio.get_running_loop())
+            events.arm(wanted)
+            for problem in events.problems:
+                log.warning("memory events: %s; relying on polling and the usage watcher", problem)
+        elif tuple(wanted) != events.armed:
+            events.arm(wanted)
+
+    def _close_memory_events(self) -> None:
+        if self.memory_events is not None:
+            self.memory_events.close()
+            self.memory_events = None
+            self._events_cgroup = None
 
     def _memory_event(self, reason: str) -> None:
         self.telemetry.memory_events.inc(reason.split(" ", 1)[0])
         if self._loop is not None:
             self._loop.trigger()
+
+    def _usage_crossed(self, reason: str) -> None:
+        """From the usage watcher's thread: run a check at once, on the event loop."""
+        loop = self._event_loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._memory_event, f"watch {reason}")
 
     def _next_interval(self) -> float:
         """Poll faster as the limit nears (the fill rate from the last two checks)."""
@@ -364,10 +463,17 @@ class ProductionMemoryMonitor:
         """Sources that failed in the latest check, plus the store when it is failing."""
         sampled = self.latest.sample.degraded if self.latest is not None else ()
         store = (Degradation("store", self.recorder.problem),) if self.recorder.problem else ()
+        watches: list[Degradation] = []
+        if self.memory_events is not None and self.memory_events.problems:
+            watches.append(Degradation("kernel_events", "; ".join(self.memory_events.problems)))
+        if self.usage_watcher is not None and self.usage_watcher.problem:
+            watches.append(Degradation("usage_watch", self.usage_watcher.problem))
+        if self.memory_high_guard is not None and self.memory_high_guard.problem:
+            watches.append(Degradation("memory_high_guard", self.memory_high_guard.problem))
         channels = tuple(
             Degradation(f"alerting.{name}", why) for name, why in self.dispatcher.degraded().items()
         )
-        return (*sampled, *store, *channels)
+        return (*sampled, *store, *watches, *channels)
 
     def is_live(self, scope: str = "app") -> bool:
         """The check loop runs and finished a check recently (within ``server.live_stale_seconds``); for the

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from memmon.actions.kubernetes import KubeConfig, KubernetesClient, PodReporter, why_not_in_cluster
+from memmon.actions.memory_high import MemoryHighGuard
 from memmon.actions.targets import TargetProcesses
 from memmon.alerting.dispatcher import AlertDispatcher, Backoff
 from memmon.alerting.ratelimit import NotificationLimiter
@@ -25,6 +26,7 @@ from memmon.sampling.host import HostSampler
 from memmon.sampling.pressure import PressureSampler
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
+from memmon.sampling.usage_watch import UsageWatcher
 from memmon.telemetry import Telemetry
 
 log = logging.getLogger("memmon.monitor")
@@ -123,6 +125,34 @@ def build_targets(settings: Settings, sampler: SnapshotSampler) -> TargetProcess
         else None,
         own_target=process is not None and process.is_own_process and target.kind == "process",
     )
+
+
+def build_usage_watcher(settings: Settings, on_crossing: Callable[[str], None]) -> UsageWatcher | None:
+    """The usage watcher between checks, when enabled."""
+    watch = settings.monitoring.usage_watch
+    if not watch.enabled:
+        return None
+    return UsageWatcher(
+        on_crossing,
+        worst_case_bytes_per_second=watch.worst_case_mb_per_second * 2**20,
+        min_interval=watch.min_interval_seconds,
+        max_interval=watch.max_interval_seconds,
+    )
+
+
+def build_memory_high_guard(settings: Settings) -> MemoryHighGuard | None:
+    """The cgroup v2 ``memory.high`` guard: ``on``, or ``auto`` with a graceful restart that will really run."""
+    response = settings.auto_response
+    guard = response.memory_high_guard
+    restarting = (
+        response.enabled
+        and not response.dry_run
+        and response.emergency_actions.prepare_restart
+        and response.emergency_actions.graceful_restart.strategy != "none"
+    )
+    if guard.enabled == "off" or (guard.enabled == "auto" and not restarting):
+        return None
+    return MemoryHighGuard(guard.margin_percent, explicit=guard.enabled == "on")
 
 
 def build_pod_reporter(settings: Settings) -> PodReporter | None:

@@ -111,6 +111,17 @@ class EmergencyActions(_AgentActions):
     """Strategy and safety limits of the graceful restart."""
 
 
+class MemoryHighGuardSettings(Section):
+    """cgroup v2 only: set the target cgroup's ``memory.high`` a little above the emergency threshold, so the
+    kernel throttles a runaway leak (buying the graceful restart time) instead of reaching ``memory.max``."""
+
+    enabled: Literal["auto", "on", "off"] = "auto"
+    """``auto``: on when a graceful restart strategy is configured (a throttled service is then restarted
+    soon; without one, throttling would only slow it down); ``on``; ``off``."""
+    margin_percent: Annotated[float, Field(gt=0, lt=50)] = 2.0
+    """Where the guard sits: the emergency threshold plus this percent of the limit."""
+
+
 class AutoResponseSettings(Section):
     """Actions taken automatically when a level is reached."""
 
@@ -128,3 +139,5 @@ class AutoResponseSettings(Section):
     """Actions at the critical level."""
     emergency_actions: EmergencyActions = Field(default_factory=EmergencyActions)
     """Actions at the emergency level."""
+    memory_high_guard: MemoryHighGuardSettings = Field(default_factory=MemoryHighGuardSettings)
+    """The cgroup v2 ``memory.high`` guard above the emergency threshold."""

@@ -168,6 +168,28 @@ class LeakDetectionSettings(Section):
     """Frames kept per allocation (cost grows with it: about 7x slower allocation at 1 frame, 14-20x at 10)."""
 
 
+class UsageWatchSettings(Section):
+    """The usage watcher: re-reads the target's usage counter between checks, paced by the headroom left to
+    the emergency threshold, and runs a check at once when a threshold is crossed. Needs no write access and
+    no kernel notification (cgroup v2, read-only cgroupfs, unprivileged)."""
+
+    enabled: bool = True
+    """Run the usage watcher."""
+    worst_case_mb_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 2000
+    """The fastest leak (MiB/s) that must not cross the emergency threshold unseen between two reads."""
+    min_interval_seconds: Annotated[float, Field(ge=0.0005, le=1)] = 0.002
+    """The shortest pause between two reads (near the threshold)."""
+    max_interval_seconds: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    """The longest pause between two reads (far from the threshold)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UsageWatchSettings:
+        if self.min_interval_seconds > self.max_interval_seconds:
+            text = f"must be at least min_interval_seconds ({_num(self.min_interval_seconds)})"
+            raise problems_error(problem(text, at="max_interval_seconds"))
+        return self
+
+
 class MonitoringSettings(Section):
     """How often and how deeply memory is sampled."""
 
@@ -183,6 +205,12 @@ class MonitoringSettings(Section):
     """Count gc objects (O(heap)) at most every N checks."""
     leak_detection: LeakDetectionSettings = Field(default_factory=LeakDetectionSettings)
     """Leak detection (also accepted as a top-level ``leak_detection`` section)."""
+    kernel_events: bool = True
+    """Arm kernel memory notifications on the watched cgroup (v1 usage thresholds and OOM eventfds, v2
+    ``memory.events`` inotify and PSI triggers): each one runs a check at once. Off: polling and the usage
+    watcher alone."""
+    usage_watch: UsageWatchSettings = Field(default_factory=UsageWatchSettings)
+    """The usage watcher between checks."""
 
 
 def _check_increasing(

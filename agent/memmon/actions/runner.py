@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from memmon.actions.caches import CacheRegistry
@@ -33,6 +33,16 @@ from memmon.telemetry import Telemetry
 log = logging.getLogger("memmon.actions")
 
 CLEANUP_ACTIONS = frozenset({"gc_cycles", "clear_caches"})
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """A fresh reading right before or after a restart: the level by thresholds alone, the target's memory,
+    and the cgroup's OOM-kill counter (None without a cgroup or counter)."""
+
+    level: Level
+    target_bytes: int | None
+    oom_kills: int | None = None
 
 
 class RestartStrategy(Protocol):
@@ -58,7 +68,7 @@ class ActionRunner:
         signals: Callable[[str], SignalAction],
         restart: RestartStrategy | None = None,
         fallback: RestartStrategy | None = None,
-        recheck: Callable[[], Awaitable[tuple[Level, int | None]]] | None = None,
+        recheck: Callable[[], Awaitable[Recheck]] | None = None,
         own_rss: Callable[[], int | None] = lambda: None,
         on_restart: Callable[[ActionResult], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.time,
@@ -188,7 +198,8 @@ class ActionRunner:
             self._spawn(self._run_async(level, "stop_nonessential", self.nonessential.stop_all))
         idle = self._restart_task is None or self._restart_task.done()
         if emergency.prepare_restart and self.restart_strategy is not None and idle:
-            self._restart_task = self._spawn(self._restart(_reason(evaluation)))
+            oom_kills = evaluation.sample.cgroup.oom_kill_count if evaluation.sample.cgroup else None
+            self._restart_task = self._spawn(self._restart(_reason(evaluation), oom_kills))
 
     async def _run_sync(self, level: Level, name: str, action: Callable[[], ActionResult]) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else action())
@@ -198,7 +209,7 @@ class ActionRunner:
     ) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else await action())
 
-    async def _restart(self, reason: str) -> None:
+    async def _restart(self, reason: str, oom_kills_at_emergency: int | None) -> None:
         restart = self.settings.emergency_actions.graceful_restart
         strategy = self.restart_strategy
         assert strategy is not None
@@ -215,12 +226,17 @@ class ActionRunner:
             return
         if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
             await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long
-        before: int | None = None
+        before: Recheck | None = None
         if self.recheck is not None:
-            level, before = await self.recheck()
-            if level < Level.EMERGENCY:
-                self._record(_skipped(strategy.name, f"memory re-read before acting: now {level.label}"))
+            before = await self.recheck()
+            if before.level < Level.EMERGENCY:
+                self._record(
+                    _skipped(strategy.name, f"memory re-read before acting: now {before.level.label}")
+                )
                 return
+            # The counter as the emergency began: a kill between that check and this re-read is the kernel's too.
+            if before.oom_kills is not None and oom_kills_at_emergency is not None:
+                before = replace(before, oom_kills=min(before.oom_kills, oom_kills_at_emergency))
         if self.settings.dry_run:
             self._record(self._dry(strategy.name, Level.EMERGENCY))
             return
@@ -236,18 +252,30 @@ class ActionRunner:
         if self.on_restart is not None:
             await self.on_restart(result)
 
-    async def _confirm(self, result: ActionResult, before: int | None) -> ActionResult:
-        """Re-read memory after acting: what the restart freed goes into the result."""
+    async def _confirm(self, result: ActionResult, before: Recheck | None) -> ActionResult:
+        """Re-read memory after acting: what the restart freed goes into the result, and whether the kernel's
+        OOM killer struck first (the cgroup's ``oom_kill`` counter rose since the emergency began): then the
+        result is a failure with ``oom_killed`` set, whatever the strategy reported."""
         if self.recheck is None or before is None:
             return result
-        level, after = await self.recheck()
+        after = await self.recheck()
         extra: dict[str, object] = {
-            "memory_before": before,
-            "memory_after": after,
-            "level_after": level.label,
+            "memory_before": before.target_bytes,
+            "memory_after": after.target_bytes,
+            "level_after": after.level.label,
         }
-        if after is not None:
-            extra["freed_bytes"] = max(0, before - after)
+        if after.target_bytes is not None and before.target_bytes is not None:
+            extra["freed_bytes"] = max(0, before.target_bytes - after.target_bytes)
+        if before.oom_kills is not None and after.oom_kills is not None:
+            # A counter that went down belongs to a recreated cgroup (systemd restarted the unit): no verdict.
+            kills = after.oom_kills - before.oom_kills
+            extra["oom_kills"] = kills if kills >= 0 else None
+            if kills > 0:
+                extra["oom_killed"] = True
+                error = f"the kernel OOM killer struck first ({kills} kill(s) in the cgroup)"
+                return replace(
+                    result, success=False, error=error, detail=frozen_mapping({**result.detail, **extra})
+                )
         return replace(result, detail=frozen_mapping({**result.detail, **extra}))
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -265,9 +293,7 @@ class ActionRunner:
         )
 
     def _record(self, result: ActionResult) -> ActionResult:
-        outcome = "dry_run" if result.detail.get("dry_run") else (
-            "skipped" if result.detail.get("skipped") else ("success" if result.success else "failure")
-        )  # fmt: skip
+        outcome = action_outcome(result)
         self.telemetry.actions.inc(result.action, outcome)
         if outcome == "success" and result.action in CLEANUP_ACTIONS:
             self.telemetry.cleanup_operations.inc()
@@ -293,6 +319,15 @@ class ActionRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def action_outcome(result: ActionResult) -> str:
+    """``dry_run``, ``skipped``, ``oom_killed`` (the kernel struck before the restart), ``success``, ``failure``:
+    the ``outcome`` label of ``memmon_actions_total`` and of ``recent_actions``."""
+    for flag in ("dry_run", "skipped", "oom_killed"):
+        if result.detail.get(flag):
+            return flag
+    return "success" if result.success else "failure"
 
 
 def _freed(result: ActionResult) -> dict[str, object]:

@@ -87,6 +87,19 @@ class ThresholdRule:
             }
         return sorted(values)
 
+    def watch_levels(self, sample: MemorySample) -> dict[Level, int]:
+        """For each level with a threshold, the lowest target memory in bytes at which it may begin: the lower
+        of ``memory_*_mb`` and ``memory_percent_*`` of the effective limit (for the usage watcher and the
+        ``memory.high`` guard). A target inside a limited cgroup has the cgroup limit as its effective limit."""
+        limit = sample.effective_limit_bytes
+        levels: dict[Level, int] = {}
+        for level, mb in self.thresholds.memory_mb.items():
+            levels[level] = int(mb * MB)
+        for level, percent in self.thresholds.memory_percent.items():
+            value = int(limit * percent / 100)
+            levels[level] = min(levels.get(level, value), value)
+        return levels
+
     def readings(self, sample: MemorySample) -> list[Reading]:
         """Every component this sample has data for."""
         limit_mb = sample.effective_limit_bytes / MB

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from memmon import __version__
 from memmon.actions.gc import GcRateLimited
+from memmon.actions.runner import action_outcome
 from memmon.alerting.channel import DeliveryFailed
 from memmon.alerting.payload import alert_payload
 from memmon.exposition.requests import choice_param, json_error, number_param, require_token
@@ -108,6 +109,7 @@ def action_payload(result: ActionResult) -> dict[str, Any]:
     return {
         "action": result.action,
         "success": result.success,
+        "outcome": action_outcome(result),
         "timestamp": iso_utc(result.started_at),
         "duration_seconds": round(result.duration_seconds, 6),
         "detail": dict(result.detail),

@@ -27,7 +27,16 @@ from memmon.exposition.source import MonitorView
 from memmon.model import ALERT_LEVELS, MB
 from memmon.telemetry import DurationHistogram, LabeledCounter
 
-SOURCES = ("process", "cgroup", "host", "pressure", "store")
+SOURCES = (
+    "process",
+    "cgroup",
+    "host",
+    "pressure",
+    "store",
+    "kernel_events",
+    "usage_watch",
+    "memory_high_guard",
+)
 
 
 def _histogram(name: str, doc: str, histogram: DurationHistogram) -> HistogramMetricFamily:
@@ -249,7 +258,9 @@ class MemmonCollector(Collector):
             yield stalled
         degraded = {d.source for d in monitor.degraded}
         sources = GaugeMetricFamily(
-            "memmon_source_degraded", "1 when a source could not be read.", labels=["target", "source"]
+            "memmon_source_degraded",
+            "1 when a source could not be read or a watch not armed.",
+            labels=["target", "source"],
         )
         for source in sorted(degraded | set(SOURCES)):
             sources.add_metric([sample.target, source], 1 if source in degraded else 0)

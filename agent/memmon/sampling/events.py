@@ -97,6 +97,11 @@ class MemoryEvents:
         self._closed = False
 
     @property
+    def ended(self) -> bool:
+        """True once the cgroup went away (``"cgroup removed"`` was reported): re-arm on its successor."""
+        return self._ended
+
+    @property
     def armed(self) -> tuple[int, ...]:
         """The usage thresholds in force, ascending: on v1 those the kernel accepted, on v2 the recorded ones."""
         return tuple(sorted(self._thresholds)) if self.location.version == 1 else self._recorded
