@@ -252,12 +252,13 @@ class Agent:
         config_path.write_text(json.dumps(config.agent_config()))
         self.log_path = workdir / "memmon.log"
         self._log = self.log_path.open("w")
-        head = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        user: list[str] = []
         if config.unprivileged:  # nobody must be able to write its state and read its config
+            user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             os.chmod(workdir, 0o777)
             os.chmod(config_path, 0o644)
         self.proc = subprocess.Popen(
-            [*(head if config.unprivileged else []), sys.executable, "-m", "memmon", "--config", str(config_path), "--cgroup", str(cgroup),
+            [*user, sys.executable, "-m", "memmon", "--config", str(config_path), "--cgroup", str(cgroup),
              "--health-port", str(self.port), "--state-dir", str(workdir / "state"), "--log-level", "INFO"],
             stdout=subprocess.DEVNULL, stderr=self._log, env=agent_env(),
         )  # fmt: skip
