@@ -125,6 +125,9 @@ class ProductionMemoryMonitor:
         self._check_listeners: list[Callable[[Evaluation], object]] = []
         self.memory_events: MemoryEvents | None = None
         self._events_cgroup: tuple[Path, int] | None = None  # (directory, inode) the events are armed on
+        self._watched_cgroup: CgroupUsage | None = (
+            None  # the cgroup the usage watcher reads, kept while it is gone
+        )
         self.usage_watcher = build_usage_watcher(self.settings, self._usage_crossed)
         self.memory_high_guard = build_memory_high_guard(self.settings)
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -333,20 +336,22 @@ class ProductionMemoryMonitor:
         emergency = levels.get(Level.EMERGENCY)
         cgroup = self.sampler.cgroup
         location = cgroup.location if cgroup is not None else None
+        limited = sample.cgroup is not None and sample.cgroup.limit_bytes is not None
         spec: GaugeSpec
-        if (
-            location is not None
-            and sample.cgroup is not None
-            and (sample.target_kind is TargetKind.CGROUP or sample.cgroup.limit_bytes is not None)
-        ):
-            spec = CgroupUsage(location.directory, location.version)
-            usage = sample.cgroup.usage_bytes
-            seen = usage if emergency is None or usage < emergency else sample.cgroup.working_set_bytes
-        elif self._process is not None and self._process.pids and sample.process is not None:
+        seen: int | None = None
+        if location is not None and (sample.target_kind is TargetKind.CGROUP or limited):
+            spec = self._watched_cgroup = CgroupUsage(location.directory, location.version)
+        elif sample.target_kind is TargetKind.CGROUP and self._watched_cgroup is not None:
+            # Gone (a unit or container restart): the watcher retries its path and runs a check when it is back.
+            spec = self._watched_cgroup
+        elif sample.target_kind is TargetKind.PROCESS and self._process is not None and self._process.pids:
             spec = ProcessRss(tuple(sorted(self._process.pids)))
-            seen = sample.process.rss_bytes
+            seen = sample.process.rss_bytes if sample.process is not None else None
         else:
             return None
+        if isinstance(spec, CgroupUsage) and sample.cgroup is not None:
+            usage = sample.cgroup.usage_bytes
+            seen = usage if emergency is None or usage < emergency else sample.cgroup.working_set_bytes
         return WatchPlan(
             spec,
             tuple(sorted(set(levels.values()))),

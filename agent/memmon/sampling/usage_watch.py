@@ -137,9 +137,10 @@ class UsageWatcher:
                         self._failed(f"cannot open {_describe(plan.spec)}: {exc.strerror or exc}")
                         self._pause(self.retry_interval)
                         continue
-                    if self.problem is not None:
+                    if self.problem is not None:  # back (a recreated cgroup): a check re-arms the rest on it
                         log.info("usage watch: %s readable again", _describe(plan.spec))
                         self.problem = None
+                        self._crossing("usage source back")
                 if plan_version != version:
                     version = plan_version
                     band = bisect.bisect_right(plan.thresholds, plan.seen_bytes or 0)
