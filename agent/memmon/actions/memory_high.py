@@ -116,7 +116,8 @@ class MemoryHighGuard:
 
     def _write(self, directory: Path, value: str) -> bool:
         try:
-            fd = os.open(directory / "memory.high", os.O_WRONLY | os.O_CLOEXEC)
+            # O_TRUNC as the shell's `echo v > memory.high` does (kernfs ignores it; a plain file needs it).
+            fd = os.open(directory / "memory.high", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
             try:
                 os.write(fd, value.encode())
             finally:
