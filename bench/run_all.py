@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("check_cost.py", "footprint.py", "oom_race.py", "alert_latency.py", "leaks.py")
+BENCHMARKS = (
+    "check_cost.py",
+    "usage_watch.py",
+    "footprint.py",
+    "oom_race.py",
+    "alert_latency.py",
+    "leaks.py",
+)
 
 
 def main() -> int:

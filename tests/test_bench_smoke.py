@@ -52,10 +52,15 @@ def test_footprint_benchmark_compares_memmon_with_node_exporter() -> None:
 
 
 def test_oom_race_and_alert_latency_benchmarks_print_their_tables() -> None:
-    """bench/oom_race.py and bench/alert_latency.py --quick print their tables (real cgroups: root only)."""
+    """bench/oom_race.py, alert_latency.py and usage_watch.py --quick print their tables (real cgroups: root
+    only)."""
     for script, row in (
         ("oom_race.py", r"\| shipped, 5 s, events \(emergency 95 %\) \| \d+ \| \d+ \| \d+ \| \d+ \|"),
         ("alert_latency.py", r"\| cgroup target, kernel notifications .* \| \d+ \| [\d.]+ \|"),
+        (
+            "usage_watch.py",
+            r"\| near \(1 MiB under the emergency line\) \| \d+ \| \d+ \| [\d.]+ \| [\d.]+ \|",
+        ),
     ):
         result = subprocess.run(
             [sys.executable, str(ROOT / "bench" / script), "--quick"],

@@ -364,3 +364,32 @@ def test_unknown_memmon_env_section_is_an_error() -> None:
     (line,) = caught.value.problems
     assert line.startswith("MEMMON_THRESHOLD__MEMORY_WARNING_MB: unknown setting 'threshold'")
     assert "did you mean MEMMON_THRESHOLDS__" in line
+
+
+def test_kernel_watch_settings_are_validated(tmp_path: Path) -> None:
+    """The usage watcher's rate and pauses, and the memory.high guard's mode and margin, reject bad values
+    naming the field; min above max is one problem at max_interval_seconds."""
+    lines = problems(
+        {
+            "monitoring": {
+                "kernel_events": "sometimes",
+                "usage_watch": {"worst_case_mb_per_second": 0, "min_interval_seconds": 0.5,
+                                "max_interval_seconds": 0.1},
+            },
+            "auto_response": {"memory_high_guard": {"enabled": "always", "margin_percent": 60}},
+        },
+        tmp_path,
+    )  # fmt: skip
+    joined = "\n".join(lines)
+    for field in (
+        "monitoring.kernel_events",
+        "monitoring.usage_watch.worst_case_mb_per_second",
+        "auto_response.memory_high_guard.enabled",
+        "auto_response.memory_high_guard.margin_percent",
+    ):
+        assert field in joined, joined
+    lines = problems({"monitoring": {"usage_watch": {"min_interval_seconds": 0.5, "max_interval_seconds": 0.1}}},
+                     tmp_path)  # fmt: skip
+    assert lines == [
+        "monitoring.usage_watch.max_interval_seconds: must be at least min_interval_seconds (0.5)"
+    ], lines
