@@ -57,12 +57,9 @@ for line in sys.stdin:
 def memory_root() -> tuple[Path, int] | None:
     """A writable memory cgroup root: v2 with the memory controller, else v1; None when there is none."""
     v2 = Path("/sys/fs/cgroup")
-    if (
-        "memory" in (v2 / "cgroup.subtree_control").read_text(errors="replace").split()
-        if (v2 / "cgroup.subtree_control").is_file()
-        else False
-    ):
-        return v2, 2
+    with contextlib.suppress(OSError):
+        if "memory" in (v2 / "cgroup.subtree_control").read_text().split():
+            return v2, 2
     v1 = v2 / "memory"
     if (v1 / "memory.usage_in_bytes").is_file() and os.access(v1, os.W_OK):
         return v1, 1
@@ -169,7 +166,6 @@ def main() -> None:
                     ("near (1 MiB under the emergency line)", None),
                     ("past the line (10 MiB over: memory.stat read too)", 10 * MIB),
                 ):
-                    base = gauge.read()
                     if held is None:  # top up to 1 MiB under the line, whatever the child's own size
                         holder.hold(0)
                         holder.hold(emergency - MIB - gauge.read())
@@ -189,7 +185,6 @@ def main() -> None:
                     watcher.follow(plan)
                     rate, share = measure(watcher, seconds)
                     rows.append((name, rate, share, usage / MIB))
-                    del base
             finally:
                 watcher.stop()
             reads = []
