@@ -52,8 +52,8 @@ def test_footprint_benchmark_compares_memmon_with_node_exporter() -> None:
 
 
 def test_oom_race_and_alert_latency_benchmarks_print_their_tables() -> None:
-    """bench/oom_race.py, alert_latency.py and usage_watch.py --quick print their tables (real cgroups: root
-    only)."""
+    """bench/oom_race.py, oom_race_v2.py (User-Mode Linux), alert_latency.py and usage_watch.py --quick print
+    their tables (real cgroups: root only)."""
     for script, row in (
         ("oom_race.py", r"\| shipped, 5 s, events \(emergency 95 %\) \| \d+ \| \d+ \| \d+ \| \d+ \|"),
         ("alert_latency.py", r"\| cgroup target, kernel notifications .* \| \d+ \| [\d.]+ \|"),

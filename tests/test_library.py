@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -84,7 +85,7 @@ async def test_stop_monitoring_is_idempotent_and_flushes(make_monitor) -> None:
 
 
 async def test_monitor_can_be_stopped_and_started_again(make_monitor) -> None:
-    """stop_monitoring then start_monitoring resumes checks on the same store."""
+    """stop_monitoring then start_monitoring resumes checks on the same store, and the usage watcher."""
     monitor = make_monitor()
     await monitor.start_monitoring()
     await monitor.check_now()
@@ -93,6 +94,13 @@ async def test_monitor_can_be_stopped_and_started_again(make_monitor) -> None:
     try:
         evaluation = await monitor.check_now()
         assert evaluation.sample.process is not None and monitor.monitoring_active
+        watcher = monitor.usage_watcher
+        assert watcher is not None
+        reads = watcher.reads
+        deadline = time.monotonic() + 5
+        while watcher.reads == reads:  # the usage watcher runs again too
+            assert time.monotonic() < deadline, "the usage watcher did not restart"
+            await asyncio.sleep(0.05)
         timestamps = [point.timestamp for point in await monitor.history_since(0)]
         assert len(timestamps) >= 2 and len(set(timestamps)) == len(timestamps)
     finally:

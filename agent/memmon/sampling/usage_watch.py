@@ -102,8 +102,10 @@ class UsageWatcher:
             self._wake.set()
 
     def start(self) -> None:
-        """Start the thread (once)."""
+        """Start the thread (again after ``stop()``: a monitor restarted in-process)."""
         if self._thread is None:
+            self._stopping = False
+            self._wake.clear()
             self._thread = threading.Thread(target=self._run, name="memmon-usage-watch", daemon=True)
             self._thread.start()
 
