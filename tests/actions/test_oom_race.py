@@ -4,9 +4,7 @@ kernel OOM killer strikes (real cgroup, real memmon process, signal strategy).""
 from __future__ import annotations
 
 import json
-import select
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,31 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.actions.leaking import leak
 from tests.test_cli import free_port, get_json, memmon, stop, wait_ready
-
-# Joins the cgroup, then on "go" leaks `rate` MB/s in `chunk` MiB steps (pages touched) until SIGTERM, which
-# it handles like a service draining its work: it stops leaking and exits 0, printing how much it held.
-LEAKER = r"""
-import signal, sys, time
-cgroup, rate, chunk = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-with open(cgroup + "/cgroup.procs", "w") as procs:
-    procs.write("0")
-stopping = False
-def drain(signum, frame):
-    global stopping
-    stopping = True
-signal.signal(signal.SIGTERM, drain)
-print("ready", flush=True)
-sys.stdin.readline()
-held, leaked, started = [], 0, time.monotonic()
-while not stopping and leaked < 4096:
-    held.append(b"\x01" * (chunk << 20))
-    leaked += chunk
-    pause = started + leaked / rate - time.monotonic()
-    if pause > 0 and not stopping:
-        time.sleep(pause)
-print("graceful", leaked, flush=True)
-"""
 
 AGENT_CONFIG = {
     "monitoring": {"check_interval": 5, "prometheus_port": 0},
@@ -54,40 +29,6 @@ AGENT_CONFIG = {
         },
     },
 }  # fmt: skip
-
-
-def oom_kills(cgroup: Path) -> int:
-    for line in (cgroup / "memory.oom_control").read_text().splitlines():
-        if line.startswith("oom_kill "):
-            return int(line.split()[1])
-    raise AssertionError("memory.oom_control has no oom_kill line (kernel < 4.13)")
-
-
-def leak_once(cgroup: Path, rate: float, chunk: int = 10) -> tuple[str, int]:
-    """Run one leaking child to its end: ('graceful' | 'oom-killed' | 'other', oom kills during the run)."""
-    before = oom_kills(cgroup)
-    child = subprocess.Popen(
-        [sys.executable, "-c", LEAKER, str(cgroup), str(rate), str(chunk)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        ready, _, _ = select.select([child.stdout], [], [], 10)
-        assert ready and child.stdout.readline().strip() == "ready"
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        child.wait(60)
-        output = child.stdout.read()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
-    kills = oom_kills(cgroup) - before
-    if child.returncode == 0 and output.startswith("graceful"):
-        return "graceful", kills
-    if child.returncode == -9 and kills:
-        return "oom-killed", kills
-    return f"other (exit {child.returncode})", kills
 
 
 @pytest.fixture
@@ -122,7 +63,7 @@ def test_graceful_restart_beats_the_oom_killer(v1_cgroup: Path, agent_on) -> Non
     """At 50 and 200 MB/s every leaking child gets SIGTERM and exits by itself with no OOM kill; at 1000 MB/s
     the count of graceful runs is reported. Without actions, the same child is OOM-killed (the control)."""
     control_port = agent_on(v1_cgroup, {**AGENT_CONFIG, "auto_response": {"enabled": False}})
-    control = leak_once(v1_cgroup, 200)
+    control = leak(v1_cgroup, 200, chunk=10)
     assert control[0] == "oom-killed", control
     settle(control_port)
 
@@ -131,7 +72,7 @@ def test_graceful_restart_beats_the_oom_killer(v1_cgroup: Path, agent_on) -> Non
     for rate, runs in ((50, 2), (200, 3), (1000, 5)):
         outcomes[rate] = []
         for _ in range(runs):
-            outcomes[rate].append(leak_once(v1_cgroup, rate))
+            outcomes[rate].append(leak(v1_cgroup, rate, chunk=10))
             settle(port)
     for rate in (50, 200, 1000):
         graceful = sum(outcome == "graceful" for outcome, _ in outcomes[rate])

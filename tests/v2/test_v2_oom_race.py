@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from tests.actions.test_oom_race_without_events import LEAKER
+from tests.actions.leaking import LEAKER
 from tests.v2.conftest import Uml
 
 MIB = 1 << 20
