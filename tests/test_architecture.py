@@ -13,6 +13,7 @@ WIRING = {
     "memmon.app",
     "memmon.assembly",
     "memmon.leakwatch",
+    "memmon.kernelwatch",
     "memmon.service",
     "memmon.cli",
     "memmon.__main__",

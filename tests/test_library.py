@@ -94,7 +94,7 @@ async def test_monitor_can_be_stopped_and_started_again(make_monitor) -> None:
     try:
         evaluation = await monitor.check_now()
         assert evaluation.sample.process is not None and monitor.monitoring_active
-        watcher = monitor.usage_watcher
+        watcher = monitor.kernel.usage_watcher
         assert watcher is not None
         reads = watcher.reads
         deadline = time.monotonic() + 5

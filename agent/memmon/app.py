@@ -10,9 +10,7 @@ event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,35 +30,22 @@ from memmon.alerting.manager import AlertManager
 from memmon.alerting.testalert import make_test_alert
 from memmon.assembly import (
     build_dispatcher,
-    build_memory_high_guard,
     build_pod_reporter,
     build_sampler,
     build_targets,
     build_thresholds,
-    build_usage_watcher,
 )
 from memmon.config import Settings, load_settings
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
+from memmon.kernelwatch import KernelWatch
 from memmon.leakwatch import LeakWatch
-from memmon.model import (
-    MB,
-    ActionResult,
-    Alert,
-    Degradation,
-    Evaluation,
-    HistoryPoint,
-    Level,
-    MemorySample,
-    TargetKind,
-)
+from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
 from memmon.recorder import StoreRecorder, history_point
-from memmon.sampling.events import MemoryEvents, adaptive_interval
+from memmon.sampling.events import adaptive_interval
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
-from memmon.sampling.usage_gauge import CgroupUsage, GaugeSpec, ProcessRss
-from memmon.sampling.usage_watch import WatchPlan
 from memmon.schedule import FixedRateLoop
 from memmon.store import MemoryStore
 from memmon.telemetry import Telemetry
@@ -123,14 +108,8 @@ class ProductionMemoryMonitor:
             clock=clock,
         )
         self._check_listeners: list[Callable[[Evaluation], object]] = []
-        self.memory_events: MemoryEvents | None = None
-        self._events_cgroup: tuple[Path, int] | None = None  # (directory, inode) the events are armed on
-        self._watched_cgroup: CgroupUsage | None = (
-            None  # the cgroup the usage watcher reads, kept while it is gone
-        )
-        self.usage_watcher = build_usage_watcher(self.settings, self._usage_crossed)
-        self.memory_high_guard = build_memory_high_guard(self.settings)
-        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.kernel = KernelWatch(self.settings, self.evaluator.rule, self._memory_event)
+        """The usage watcher, kernel notifications and ``memory.high`` guard between checks."""
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
@@ -225,10 +204,9 @@ class ProductionMemoryMonitor:
             next_interval=self._next_interval,
             monotonic=self.monotonic,
         )
-        self._event_loop = asyncio.get_running_loop()
-        self._loop_task = self._event_loop.create_task(self._loop.run(), name="memmon-check-loop")
-        if self.usage_watcher is not None:
-            self.usage_watcher.start()
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._loop.run(), name="memmon-check-loop")
+        self.kernel.start(loop)
         self.recorder.start()
         if stale:
             self.recorder.add_alerts(stale)
@@ -245,11 +223,7 @@ class ProductionMemoryMonitor:
         if self._loop is None or self._loop_task is None:
             return
         self._loop.stop()
-        if self.usage_watcher is not None:
-            self.usage_watcher.stop()
-        self._close_memory_events()
-        if self.memory_high_guard is not None:
-            self.memory_high_guard.release()
+        self.kernel.stop()
         try:
             await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
         except TimeoutError:
@@ -302,7 +276,9 @@ class ProductionMemoryMonitor:
                     )
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
-            self._follow_kernel(evaluation)
+            cgroup = self.sampler.cgroup
+            pids = self._process.pids if self._process is not None else ()
+            self.kernel.follow(evaluation, cgroup.location if cgroup is not None else None, pids)
             for listener in self._check_listeners:
                 try:
                     listener(evaluation)
@@ -310,104 +286,11 @@ class ProductionMemoryMonitor:
                     log.exception("check listener %r failed", listener)
             return evaluation
 
-    def _follow_kernel(self, evaluation: Evaluation) -> None:
-        """After every check: keep the kernel notifications, the usage watcher and the ``memory.high`` guard on
-        the cgroup (or processes) as they are now, re-armed when the cgroup was recreated."""
-        sample = evaluation.sample
-        cgroup = self.sampler.cgroup
-        location = cgroup.location if cgroup is not None else None
-        levels = self.evaluator.rule.watch_levels(sample)
-        if self.settings.monitoring.kernel_events:
-            self._arm_memory_events(evaluation)
-        if self.usage_watcher is not None:
-            self.usage_watcher.follow(self._watch_plan(sample, levels))
-        if self.memory_high_guard is not None:
-            limited = location is not None and sample.cgroup is not None and sample.limit_source == "cgroup"
-            self.memory_high_guard.follow(
-                location.directory if limited and location is not None else None,
-                location.version if location is not None else 0,
-                levels.get(Level.EMERGENCY),
-                sample.cgroup.limit_bytes if sample.cgroup is not None else None,
-            )
-
-    def _watch_plan(self, sample: MemorySample, levels: Mapping[Level, int]) -> WatchPlan | None:
-        """What the usage watcher reads until the next check: the cgroup's usage where the cgroup is the target
-        or its limit applies, else the target processes' resident size."""
-        emergency = levels.get(Level.EMERGENCY)
-        cgroup = self.sampler.cgroup
-        location = cgroup.location if cgroup is not None else None
-        limited = sample.cgroup is not None and sample.cgroup.limit_bytes is not None
-        spec: GaugeSpec
-        seen: int | None = None
-        if location is not None and (sample.target_kind is TargetKind.CGROUP or limited):
-            spec = self._watched_cgroup = CgroupUsage(location.directory, location.version)
-        elif sample.target_kind is TargetKind.CGROUP and self._watched_cgroup is not None:
-            # Gone (a unit or container restart): the watcher retries its path and runs a check when it is back.
-            spec = self._watched_cgroup
-        elif sample.target_kind is TargetKind.PROCESS and self._process is not None and self._process.pids:
-            spec = ProcessRss(tuple(sorted(self._process.pids)))
-            seen = sample.process.rss_bytes if sample.process is not None else None
-        else:
-            return None
-        if isinstance(spec, CgroupUsage) and sample.cgroup is not None:
-            usage = sample.cgroup.usage_bytes
-            seen = usage if emergency is None or usage < emergency else sample.cgroup.working_set_bytes
-        return WatchPlan(
-            spec,
-            tuple(sorted(set(levels.values()))),
-            emergency,
-            sample.effective_limit_bytes,
-            seen,
-        )
-
-    def _arm_memory_events(self, evaluation: Evaluation) -> None:
-        """Keep kernel notifications armed at the cgroup usages where a level changes (re-armed when the
-        limit changes, and on a new cgroup when the old one was removed or recreated: a unit or container
-        restart), so a fast leak triggers a check at once instead of waiting for the next poll."""
-        cgroup = self.sampler.cgroup
-        location = cgroup.location if cgroup is not None else None
-        if location is None:
-            self._close_memory_events()
-            return
-        try:
-            identity = (location.directory, os.stat(location.directory).st_ino)
-        except OSError:  # gone: armed again on its successor
-            self._close_memory_events()
-            return
-        events = self.memory_events
-        if events is not None and (events.ended or self._events_cgroup != identity):
-            log.info("memory events: re-arming on %s", location.directory)
-            self._close_memory_events()
-            events = None
-        wanted = self.evaluator.rule.cgroup_thresholds(evaluation.sample)
-        if events is None:
-            events = self.memory_events = MemoryEvents(location, self._memory_event)
-            self._events_cgroup = identity
-            events.attach(asyncio.get_running_loop())
-            events.arm(wanted)
-            for problem in events.problems:
-                log.warning("memory events: %s; relying on polling and the usage watcher", problem)
-        elif tuple(wanted) != events.armed:
-            events.arm(wanted)
-
-    def _close_memory_events(self) -> None:
-        if self.memory_events is not None:
-            self.memory_events.close()
-            self.memory_events = None
-            self._events_cgroup = None
-
     def _memory_event(self, reason: str) -> None:
+        """A kernel notification or the usage watcher says memory moved: count it, run a check now."""
         self.telemetry.memory_events.inc(reason.split(" ", 1)[0])
         if self._loop is not None:
             self._loop.trigger()
-
-    def _usage_crossed(self, reason: str) -> None:
-        """From the usage watcher's thread: run a check at once, on the event loop."""
-        loop = self._event_loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._memory_event, f"watch {reason}")
 
     def _next_interval(self) -> float:
         """Poll faster as the limit nears (the fill rate from the last two checks)."""
@@ -468,17 +351,10 @@ class ProductionMemoryMonitor:
         """Sources that failed in the latest check, plus the store when it is failing."""
         sampled = self.latest.sample.degraded if self.latest is not None else ()
         store = (Degradation("store", self.recorder.problem),) if self.recorder.problem else ()
-        watches: list[Degradation] = []
-        if self.memory_events is not None and self.memory_events.problems:
-            watches.append(Degradation("kernel_events", "; ".join(self.memory_events.problems)))
-        if self.usage_watcher is not None and self.usage_watcher.problem:
-            watches.append(Degradation("usage_watch", self.usage_watcher.problem))
-        if self.memory_high_guard is not None and self.memory_high_guard.problem:
-            watches.append(Degradation("memory_high_guard", self.memory_high_guard.problem))
         channels = tuple(
             Degradation(f"alerting.{name}", why) for name, why in self.dispatcher.degraded().items()
         )
-        return (*sampled, *store, *watches, *channels)
+        return (*sampled, *store, *self.kernel.degraded(), *channels)
 
     def is_live(self, scope: str = "app") -> bool:
         """The check loop runs and finished a check recently (within ``server.live_stale_seconds``); for the
