@@ -13,17 +13,19 @@ of three ways:
 Configurations, each a real ``memmon --cgroup <the cgroup>`` process started once and reused for all its runs
 (a fresh cgroup each configuration), except the control:
 
-- **shipped, 5 s**: memmon's defaults (check interval 5 s; thresholds 70/85/95 % of the limit, so emergency at
-  95 %; kernel notifications armed by the agent on the cgroup), with ``graceful_restart.strategy: signal`` (the
-  shipped default strategy is ``none``, which restarts nothing) and its shipped ``grace_seconds`` 30;
-- **guide, 30 s**: the same with ``check_interval: 30``, as the guide configures it. memmon still arms kernel
-  notifications (there is no switch to turn them off), so this is *not* polling alone;
-- **guide, 30 s, events off**: the same agent with the kernel notifications disabled by a bench-only patch
-  (``ProductionMemoryMonitor._arm_memory_events`` replaced by a no-op in the agent process; memmon has no
-  setting for it). The adaptive poll stays: memmon polls faster as headroom shrinks at the fill rate seen
-  between its last two checks. This is what a 30 s poller does;
-- the same three with the emergency threshold at **70 %** (warning 50 %, critical 60 %: the proof test's
-  setting, ``tests/actions/test_oom_race.py``);
+- **shipped, 5 s, events**: memmon's defaults (check interval 5 s; thresholds 70/85/95 % of the limit, so
+  emergency at 95 %; kernel notifications armed on the cgroup; the usage watcher), with
+  ``graceful_restart.strategy: signal`` (the shipped default strategy is ``none``, which restarts nothing) and
+  its shipped ``grace_seconds`` 30;
+- **guide, 30 s, events**: the same with ``check_interval: 30``, as the guide configures it;
+- **unprivileged, 5 s / 30 s, no kernel events** (emergency 80 %): memmon runs as ``nobody`` (and the child
+  drops to ``nobody`` after joining the cgroup, so that memmon may signal it): it cannot write
+  ``cgroup.event_control``, as in a container with a read-only cgroupfs, so the usage watcher alone detects;
+- **guide, 30 s, polling alone**: ``monitoring.kernel_events: false`` and ``usage_watch.enabled: false``: the
+  adaptive poll alone (faster as headroom shrinks at the fill rate seen between the last two checks), what a
+  30 s poller does; at 95 % and at 70 %;
+- **shipped, 5 s, events, emergency 70 %** (warning 50 %, critical 60 %: the proof test's setting,
+  ``tests/actions/test_oom_race.py``);
 - **no agent**: the child alone (the control: what the kernel does).
 
 Restart safety limits (``auto_response.cooldown_seconds`` 60 s between two runs of one level's actions,
@@ -309,10 +311,10 @@ class Agent:
         return total
 
     def restarts(self, outcome: str | None = None) -> int:
-        """restart:signal actions recorded (with ``outcome``, or sent: success + failure)."""
+        """restart:signal actions recorded (with ``outcome``, or sent: success, failure or oom_killed)."""
         if outcome is not None:
             return int(self.counter("memmon_actions_total", action="restart:signal", outcome=outcome))
-        return self.restarts("success") + self.restarts("failure")
+        return sum(self.restarts(outcome) for outcome in ("success", "failure", "oom_killed"))
 
     def restarts_after(self, before: int, expected: bool) -> int:
         """SIGTERMs sent since ``before``: memmon records the action once the target exited (or its grace
@@ -513,15 +515,16 @@ def main() -> None:
     print(
         "graceful: exit 0 after SIGTERM, `graceful` printed; OOM-killed: SIGKILL and `oom_kill` in "
         "memory.oom_control rose. memmon sent SIGTERM: runs during which the agent's "
-        '`memmon_actions_total{action="restart:signal"}` rose (outcome success or failure; skipped not counted).'
+        '`memmon_actions_total{action="restart:signal"}` rose (outcome success, failure or oom_killed; '
+        "skipped not counted)."
     )
     print(
         "headroom at SIGTERM: 256 MiB - memory.usage_in_bytes read by the child in its SIGTERM handler (graceful "
         "runs); min headroom: 256 MiB - memory.max_usage_in_bytes after the run (peak reset before it)."
     )
     print(
-        "events off: kernel notifications disabled in the agent by a bench-only patch (no memmon setting exists); "
-        "the adaptive poll (faster as headroom shrinks at the last two checks' fill rate) stays."
+        "polling alone: monitoring.kernel_events and usage_watch off; the adaptive poll (faster as headroom shrinks "
+        "at the last two checks' fill rate) stays. unprivileged: memmon as nobody, no kernel notification armed."
     )
     if others:
         print()
