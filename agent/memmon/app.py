@@ -10,10 +10,12 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +23,7 @@ from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
 from memmon.actions.restarts import build_restart
-from memmon.actions.runner import ActionRunner, Recheck
+from memmon.actions.runner import ActionRunner, Recheck, action_outcome
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
 from memmon.alerting.channel import Receipt
@@ -41,7 +43,7 @@ from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
 from memmon.kernelwatch import KernelWatch
 from memmon.leakwatch import LeakWatch
-from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
+from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, frozen_mapping
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.events import adaptive_interval
 from memmon.sampling.process import ProcessSampler
@@ -111,6 +113,7 @@ class ProductionMemoryMonitor:
         self.kernel = KernelWatch(self.settings, self.evaluator.rule, self._memory_event)
         """The usage watcher, kernel notifications and ``memory.high`` guard between checks."""
         self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._resolved_emergencies: collections.deque[Alert] = collections.deque(maxlen=8)
         self.history = HistoryRing(self.settings.monitoring.history_size)
         storage = self.settings.storage
         self.store = MemoryStore(
@@ -156,6 +159,21 @@ class ProductionMemoryMonitor:
         )
 
     async def _restart_reported(self, result: ActionResult) -> None:
+        """The restart's result goes into the metadata of the emergency alerts it answered (``restart``: action,
+        outcome, error), in the alert log and in their resolution, and to the pod's Events."""
+        summary = {"action": result.action, "outcome": action_outcome(result), "error": result.error}
+        answered: list[Alert] = []
+        for alert in self.evaluator.active_alerts():
+            if alert.severity == Level.EMERGENCY and alert.started_at <= result.started_at:
+                annotated = self.evaluator.annotate(alert.id, {"restart": summary})
+                answered += [annotated] if annotated is not None else []
+        for alert in self._resolved_emergencies:  # resolved while the restart ran
+            if alert.started_at <= result.started_at <= (alert.resolved_at or 0):
+                answered.append(
+                    replace(alert, metadata=frozen_mapping({**alert.metadata, "restart": summary}))
+                )
+        if answered:
+            self.recorder.add_alerts(answered)
         if self.pod_reporter is not None:
             outcome = "done" if result.success else f"failed: {result.error}"
             await self.pod_reporter.restart_event(f"{result.action} {outcome}")
@@ -264,6 +282,9 @@ class ProductionMemoryMonitor:
             self.recorder.add_point(point)
             transitions = self.actions.on_evaluation(evaluation)
             transitions += tuple(self.leakwatch.on_evaluation(evaluation, self._critical_bytes(evaluation)))
+            self._resolved_emergencies.extend(
+                a for a in transitions if a.state == "resolved" and a.severity == Level.EMERGENCY
+            )
             if transitions:
                 self.recorder.add_alerts(transitions)
                 self.alert_manager.publish(transitions)

@@ -160,7 +160,7 @@ def test_recreated_cgroup_is_watched_again(cgroup_256: Path, agent) -> None:
 
 def test_restart_beaten_by_the_oom_killer_is_reported_as_oom_killed(cgroup_256: Path, agent) -> None:
     """A service that ignores SIGTERM keeps leaking until the kernel OOM-kills it: the restart's result is
-    ``oom_killed`` (not success) in /health and in memmon_actions_total, with the kills counted."""
+    ``oom_killed`` (not success) in /health, in memmon_actions_total and in the emergency alert's metadata."""
     port, _ = agent(cgroup_256, config())
     assert leak(cgroup_256, 200, ignore_sigterm=True)[0] == "oom-killed"
     deadline = time.monotonic() + 10
@@ -172,3 +172,11 @@ def test_restart_beaten_by_the_oom_killer_is_reported_as_oom_killed(cgroup_256: 
     restart = [a for a in health["recent_actions"] if a["action"] == "restart:signal"][-1]
     assert restart["outcome"] == "oom_killed" and not restart["success"], restart
     assert restart["detail"]["oom_kills"] >= 1 and "OOM killer" in restart["error"], restart
+    deadline = time.monotonic() + 10
+    while True:  # the alert log: the emergency alert the restart answered carries its outcome
+        _, log = get_json(f"http://127.0.0.1:{port}/health/alerts?hours=1")
+        answered = [a["metadata"].get("restart") for a in log["alerts"] if a["severity"] == "emergency"]
+        if any(answered) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert {"action": "restart:signal", "outcome": "oom_killed"}.items() <= (answered[0] or {}).items(), answered

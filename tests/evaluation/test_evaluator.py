@@ -120,3 +120,16 @@ def test_restore_resolves_alerts_of_a_target_no_longer_watched() -> None:
     assert (stale.id, stale.state, stale.resolved_at) == (alert.id, "resolved", 5.0)
     assert "no longer watched" in stale.message
     assert resumed.level == Level.OK and resumed.active_alerts() == ()
+
+
+def test_annotate_adds_metadata_that_the_resolution_keeps() -> None:
+    """annotate() merges into the firing alert's metadata (what a restart answered), the active alert shows it,
+    its resolution keeps it, and an alert that no longer fires is not annotated."""
+    ev = evaluator()
+    (alert,) = ev.evaluate(process_sample(450, at=10.0)).transitions
+    annotated = ev.annotate(alert.id, {"restart": {"outcome": "oom_killed"}})
+    assert annotated is not None and annotated.metadata["restart"] == {"outcome": "oom_killed"}
+    assert annotated.metadata["host"] == "h1" and ev.active_alerts()[0].metadata["restart"]
+    (resolved,) = ev.evaluate(process_sample(10, at=20.0)).transitions
+    assert resolved.state == "resolved" and resolved.metadata["restart"] == {"outcome": "oom_killed"}
+    assert ev.annotate(alert.id, {"x": 1}) is None

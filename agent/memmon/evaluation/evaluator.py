@@ -16,7 +16,7 @@ import hashlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from memmon.evaluation.rules import Measure, Reading, ThresholdRule
@@ -66,6 +66,15 @@ class Evaluator:
         """Alerts currently firing, worst first."""
         alerts = [state.alert for state in self._states.values() if state.alert is not None]
         return tuple(sorted(alerts, key=lambda alert: (-alert.severity, alert.component)))
+
+    def annotate(self, alert_id: str, extra: Mapping[str, object]) -> Alert | None:
+        """Merge ``extra`` into the metadata of the firing alert ``alert_id`` (its resolution keeps it); the
+        annotated alert, or None when no such alert fires now."""
+        for state in self._states.values():
+            if state.alert is not None and state.alert.id == alert_id:
+                state.alert = replace(state.alert, metadata=frozen_mapping({**state.alert.metadata, **extra}))
+                return state.alert
+        return None
 
     def restore(self, alerts: Iterable[Alert], target: str, now: float) -> list[Alert]:
         """Resume after a restart: alerts still firing for ``target`` become the current state again (no new
