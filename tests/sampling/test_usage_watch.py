@@ -146,6 +146,20 @@ def test_crossings_fire_once_and_falls_need_hysteresis() -> None:
     assert reasons[-1] == f"usage fell below {t}" and band == 0
 
 
+def test_a_check_just_under_a_crossed_threshold_keeps_the_crossing() -> None:
+    """After a crossing, a check that saw usage within hysteresis under that threshold (the fuzz of a hovering
+    usage) keeps the crossing latched; one that saw it clearly below starts from there."""
+    watcher = UsageWatcher(lambda _: None, worst_case_bytes_per_second=1000 * MIB)
+    t = 500 * MIB
+
+    def plan(seen: int) -> WatchPlan:
+        return WatchPlan(CgroupUsage(Path("/x"), 2), (t,), t, 1000 * MIB, seen)
+
+    assert watcher._rebase(plan(t - 1), 1) == 1
+    assert watcher._rebase(plan(t - hysteresis(t) - 1), 1) == 0
+    assert watcher._rebase(plan(t + 1), 0) == 1
+
+
 def test_watcher_reports_a_rise_between_checks(cgroup: Path, holder: Holder) -> None:
     """With a plan from a check that saw an idle cgroup, taking memory past a threshold makes the watcher report
     the crossing on its own thread, without any check in between."""

@@ -147,7 +147,7 @@ class UsageWatcher:
                         self._crossing("usage source back")
                 if plan_version != version:
                     version = plan_version
-                    band = bisect.bisect_right(plan.thresholds, plan.seen_bytes or 0)
+                    band = self._rebase(plan, band)
                 try:
                     value, from_stat = self._read(gauge, plan)
                 except ProcessLookupError as exc:
@@ -172,6 +172,17 @@ class UsageWatcher:
         if plan.guard_bytes is None or usage < plan.guard_bytes:
             return usage, False
         return max(0, usage - gauge.inactive_file_bytes()), True
+
+    def _rebase(self, plan: WatchPlan, band: int) -> int:
+        """The band after a check: what the check saw, unless the check saw a value just under a threshold the
+        watcher had seen crossed (within hysteresis): hovering there must not run a check at every read."""
+        seen = plan.seen_bytes or 0
+        fresh = bisect.bisect_right(plan.thresholds, seen)
+        if fresh < band <= len(plan.thresholds):
+            crossed = plan.thresholds[band - 1]
+            if seen >= crossed - hysteresis(crossed):
+                return band
+        return fresh
 
     def _judge(self, plan: WatchPlan, band: int, value: int) -> int:
         """The band after this read; a crossing up (or back down, past hysteresis) calls ``on_crossing``."""
