@@ -115,7 +115,17 @@ class KernelWatch:
             usage = sample.cgroup.usage_bytes
             seen = usage if emergency is None or usage < emergency else sample.cgroup.working_set_bytes
         thresholds = tuple(sorted(set(levels.values())))
-        return WatchPlan(spec, thresholds, emergency, sample.effective_limit_bytes, seen)
+        events = self.memory_events
+        kernel_notifies = (
+            isinstance(spec, CgroupUsage)
+            and spec.version == 1
+            and events is not None
+            and not events.ended
+            and not events.problems
+            and events.location.directory == spec.directory
+            and set(thresholds) <= set(events.armed)
+        )
+        return WatchPlan(spec, thresholds, emergency, sample.effective_limit_bytes, seen, kernel_notifies)
 
     def _usage_crossed(self, reason: str) -> None:
         """From the watcher's thread: hand the reason to the event loop."""

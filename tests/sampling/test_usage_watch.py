@@ -117,7 +117,7 @@ def test_process_gauge_sums_resident_size_and_reports_exits() -> None:
 
 def test_pace_follows_headroom_to_the_emergency_line() -> None:
     """The pause is the worst-case leak's time to the emergency line, floored and capped; past the line, its
-    time to the limit; without a line, the longest pause."""
+    time to the limit; without a line, or where the kernel notifies the thresholds itself, the longest pause."""
     watcher = UsageWatcher(lambda _: None, worst_case_bytes_per_second=1000 * MIB, max_interval=1.0)
     plan = WatchPlan(CgroupUsage(Path("/x"), 2), (700 * MIB, 800 * MIB), 800 * MIB, 1000 * MIB, 0)
     assert watcher._interval(plan, 0) == pytest.approx(0.8)
@@ -127,6 +127,10 @@ def test_pace_follows_headroom_to_the_emergency_line() -> None:
     far = WatchPlan(CgroupUsage(Path("/x"), 2), (), 5000 * MIB, None, 0)
     assert watcher._interval(far, 0) == 1.0
     assert watcher._interval(WatchPlan(CgroupUsage(Path("/x"), 2), (), None, None, 0), 0) == 1.0
+    notified = WatchPlan(
+        CgroupUsage(Path("/x"), 1), (700 * MIB,), 800 * MIB, 1000 * MIB, 0, kernel_notifies=True
+    )
+    assert watcher._interval(notified, 790 * MIB) == 1.0  # v1 eventfds armed: a fallback read only
 
 
 def test_crossings_fire_once_and_falls_need_hysteresis() -> None:
