@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,50 @@ async def test_restart_cooldown_and_hourly_maximum(make_monitor) -> None:
     first, second = [r for r in monitor.recent_actions() if r.action == "restart:signal"]
     assert first.success and first.detail["signalled"] == [child.pid]
     assert not second.success and "cool-down" in (second.error or "")
+
+
+async def test_restart_rereads_memory_unless_the_check_is_fresh(make_monitor) -> None:
+    """A check under 100 ms old is the re-read before a restart (one read only, after acting); an older one is
+    re-read, and the restart stands down when the emergency is over by then."""
+    child = graceful_child()
+    quiet = {
+        "check_interval": 3600,
+        "kernel_events": False,
+        "usage_watch": {"enabled": False},
+    }  # no other check
+    monitor = make_monitor(
+        {**restart_settings(strategy="signal", grace_seconds=5, cooldown_seconds=0), "monitoring": quiet}
+    )
+    monitor.actions.restart_strategy = SignalRestart(
+        TargetProcesses(pids=lambda: (child.pid,)), grace_seconds=5
+    )
+    reads = []
+    recheck = monitor.actions.recheck
+
+    async def counted() -> Any:
+        reads.append(1)
+        return await recheck()
+
+    monitor.actions.recheck = counted
+    await monitor.start_monitoring()
+    try:
+        await monitor.check_now()
+        await wait_until(lambda: any(r.action == "restart:signal" for r in monitor.recent_actions()))
+        child.wait(5)
+        assert len(reads) == 1  # the confirmation after the restart only
+        emergency = monitor.evaluator.rule.thresholds
+        monitor.evaluator.rule.thresholds = NO_THRESHOLDS
+        await monitor.check_now()
+        monitor.evaluator.rule.thresholds = emergency
+        await asyncio.sleep(0.05)  # past the level cool-down
+        monitor.actions.clock = lambda: time.time() + 1  # the check that enters emergency looks 1 s old
+        assert (await monitor.check_now()).level == Level.EMERGENCY
+        monitor.evaluator.rule.thresholds = NO_THRESHOLDS  # over before the restart's re-read
+        await wait_until(lambda: sum(r.action == "restart:signal" for r in monitor.recent_actions()) == 2)
+    finally:
+        await monitor.stop_monitoring()
+    skipped = [r for r in monitor.recent_actions() if r.action == "restart:signal"][-1]
+    assert "memory re-read before acting: now ok" in (skipped.error or "") and len(reads) == 2
 
 
 async def test_liveness_strategy_fails_the_app_probe_only(start_agent) -> None:

@@ -6,9 +6,10 @@
 - Agent-mode actions (any mode): a per-level ``signal`` or ``http_hook``, and at emergency the graceful restart.
   They run in background tasks: the check loop never waits for them.
 - Safety, learned from earlyoom / systemd-oomd complaints about wrong or repeated victims: act only on the
-  configured target (``TargetProcesses``); re-read memory right before restarting and stand down when the
-  emergency is over; confirm afterwards how much memory was freed; one restart at a time, a cool-down after each,
-  and a maximum number per hour. ``dry_run`` decides and logs, does nothing.
+  configured target (``TargetProcesses``); re-read memory right before restarting (a check under 100 ms old
+  counts as that read) and stand down when the emergency is over; confirm afterwards how much memory was freed
+  and whether the kernel's OOM killer struck first; one restart at a time, a cool-down after each, and a maximum
+  number per hour. ``dry_run`` decides and logs, does nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from memmon.telemetry import Telemetry
 log = logging.getLogger("memmon.actions")
 
 CLEANUP_ACTIONS = frozenset({"gc_cycles", "clear_caches"})
+FRESH_SECONDS = 0.1
+"""A check this young is the re-read before a restart: at 1000 MB/s another full read costs a millisecond (a
+MiB) the service does not have (measured with bench/oom_race.py)."""
 
 
 @dataclass(frozen=True)
@@ -198,8 +202,10 @@ class ActionRunner:
             self._spawn(self._run_async(level, "stop_nonessential", self.nonessential.stop_all))
         idle = self._restart_task is None or self._restart_task.done()
         if emergency.prepare_restart and self.restart_strategy is not None and idle:
-            oom_kills = evaluation.sample.cgroup.oom_kill_count if evaluation.sample.cgroup else None
-            self._restart_task = self._spawn(self._restart(_reason(evaluation), oom_kills))
+            sample = evaluation.sample
+            oom_kills = sample.cgroup.oom_kill_count if sample.cgroup is not None else None
+            entered = Recheck(evaluation.level, sample.target_bytes, oom_kills)
+            self._restart_task = self._spawn(self._restart(_reason(evaluation), entered, sample.timestamp))
 
     async def _run_sync(self, level: Level, name: str, action: Callable[[], ActionResult]) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else action())
@@ -209,7 +215,9 @@ class ActionRunner:
     ) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else await action())
 
-    async def _restart(self, reason: str, oom_kills_at_emergency: int | None) -> None:
+    async def _restart(self, reason: str, entered: Recheck, entered_at: float) -> None:
+        """The graceful restart under the safety rules; ``entered`` is what the check that entered emergency read
+        at ``entered_at``."""
         restart = self.settings.emergency_actions.graceful_restart
         strategy = self.restart_strategy
         assert strategy is not None
@@ -226,8 +234,8 @@ class ActionRunner:
             return
         if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
             await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long
-        before: Recheck | None = None
-        if self.recheck is not None:
+        before: Recheck | None = entered
+        if self.recheck is not None and self.clock() - entered_at > FRESH_SECONDS:
             before = await self.recheck()
             if before.level < Level.EMERGENCY:
                 self._record(
@@ -235,8 +243,8 @@ class ActionRunner:
                 )
                 return
             # The counter as the emergency began: a kill between that check and this re-read is the kernel's too.
-            if before.oom_kills is not None and oom_kills_at_emergency is not None:
-                before = replace(before, oom_kills=min(before.oom_kills, oom_kills_at_emergency))
+            if before.oom_kills is not None and entered.oom_kills is not None:
+                before = replace(before, oom_kills=min(before.oom_kills, entered.oom_kills))
         if self.settings.dry_run:
             self._record(self._dry(strategy.name, Level.EMERGENCY))
             return
