@@ -8,6 +8,7 @@ latency from a threshold crossing to the callback, and how long a ~1 GB/s leak l
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -469,3 +470,24 @@ def test_adaptive_interval_rejects_a_non_positive_base() -> None:
     """A base interval must be a positive number of seconds."""
     with pytest.raises(ValueError):
         adaptive_interval(0.0, None, None)
+
+
+async def test_v2_burst_of_memory_events_is_reported_at_most_every_100_ms(
+    v2_tree: CgroupLocation, make_events: MakeEvents
+) -> None:
+    """memory.events changing 50 times in a burst (reclaim over memory.high does that) is reported at once and
+    then at most every 100 ms, the last report after the burst's last change: nothing of it is lost."""
+    events, recorder = make_events(v2_tree)
+    events.arm([])
+    events.attach(asyncio.get_running_loop())
+    path = v2_tree.directory / "memory.events"
+    started = time.monotonic()
+    for high in range(1, 51):
+        path.write_text(f"low 0\nhigh {high}\nmax 0\noom 0\noom_kill 0\n")
+        await asyncio.sleep(0.001)
+    ended = time.monotonic()
+    await asyncio.sleep(0.25)
+    reports = [at for at, reason in recorder.events if reason == "memory.events changed"]
+    assert 2 <= len(reports) <= 2 + math.ceil((ended - started) / 0.1), (reports, ended - started)
+    assert reports[-1] >= ended  # the last change of the burst is reported, after it happened
+    assert all(b - a >= 0.099 for a, b in zip(reports, reports[1:], strict=False)), reports
