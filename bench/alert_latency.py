@@ -22,9 +22,10 @@ Two targets:
 
 - **cgroup, kernel notifications**: ``memmon --cgroup`` on a fresh cgroup v1 memory cgroup (512 MiB limit) the
   child joins. memmon arms a kernel usage threshold at 64 MiB and checks the moment it fires;
-- **--pid, polling only**: ``memmon --pid <child>``, the child in a fresh memory cgroup without a limit (so no
-  usage threshold can be armed: memmon arms them only at fractions of a limit): memmon sees the crossing at its
-  next 5 s poll.
+- **--pid, no cgroup limit**: ``memmon --pid <child>``, the child in a fresh memory cgroup without a limit (so no
+  usage threshold can be armed: memmon arms them only at fractions of a limit): the usage watcher reads the
+  child's resident size from ``/proc/<pid>/statm``, paced by the headroom to the emergency line (here the host's
+  memory, far away: once a second), and runs a check when the warning threshold is crossed.
 
 Usage: ``python bench/alert_latency.py [--quick]`` (``--quick``: 3 crossings each, figures not meaningful).
 Needs root and a writable cgroup v1 memory hierarchy at /sys/fs/cgroup/memory.
@@ -108,7 +109,7 @@ class Target:
 
 TARGETS = (
     Target("cgroup target, kernel notifications (5 s interval)", "usage", "cgroup_memory", CGROUP_LIMIT),
-    Target("--pid target, no cgroup limit: polling only (5 s interval)", "rss", "process_memory", None),
+    Target("--pid target, no cgroup limit: usage watcher (5 s interval)", "rss", "process_memory", None),
 )
 
 
