@@ -68,6 +68,18 @@ def test_someone_changing_the_guard_wins(cgroup: Path) -> None:
     assert high(cgroup) == str(240 * MIB)
 
 
+def test_guard_reset_to_max_is_set_again(cgroup: Path) -> None:
+    """memory.high written back to max by someone (systemd re-applying MemoryHigh=infinity): the next check sets
+    the guard again, and release still puts max back."""
+    guard = MemoryHighGuard(2.0)
+    guard.follow(cgroup, 2, EMERGENCY, LIMIT)
+    (cgroup / "memory.high").write_text("max")
+    guard.follow(cgroup, 2, EMERGENCY, LIMIT)
+    assert high(cgroup) == str(GUARD)
+    guard.release()
+    assert high(cgroup) == "max"
+
+
 def test_recreated_cgroup_gets_the_guard_again(cgroup: Path) -> None:
     """The cgroup removed and created again (a new inode, memory.high max): the guard is applied to the new one."""
     guard = MemoryHighGuard(2.0)

@@ -86,7 +86,10 @@ class MemoryHighGuard:
             self.release()  # another cgroup (or this one recreated: nothing to put back there)
             applied = None
         if applied is not None and current != str(applied.ours):
-            self._note(f"{directory}/memory.high changed to {current} by someone else: left alone")
+            # Someone wrote over the guard: a value is theirs to keep; "max" (systemd re-applying
+            # MemoryHigh=infinity) is a cgroup without one again, guarded below like a fresh one.
+            if current != "max":
+                self._note(f"{directory}/memory.high changed to {current} by someone else: left alone")
             self._applied = applied = None
         if applied is not None:
             if wanted != applied.ours and self._write(directory, str(wanted)):
