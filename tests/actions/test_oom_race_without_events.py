@@ -179,4 +179,6 @@ def test_restart_beaten_by_the_oom_killer_is_reported_as_oom_killed(cgroup_256: 
         if any(answered) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert {"action": "restart:signal", "outcome": "oom_killed"}.items() <= (answered[0] or {}).items(), answered
+    assert {"action": "restart:signal", "outcome": "oom_killed"}.items() <= (answered[0] or {}).items(), (
+        answered
+    )
