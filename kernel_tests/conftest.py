@@ -121,8 +121,9 @@ def _wheels(share: Path) -> None:
         tmp = deps.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run([*pip, str(REPO), "-w", str(tmp)], check=True, timeout=900)
-        for old in CACHE.glob("wheels-*"):  # wheels for an older pyproject.toml
-            shutil.rmtree(old)
+        for old in CACHE.glob("wheels-*"):  # wheels for an older pyproject.toml (not the ones just built)
+            if old != tmp:
+                shutil.rmtree(old)
         tmp.rename(deps)
     target = share / "wheels"
     target.mkdir()
