@@ -42,15 +42,19 @@ class KernelWatch:
         self._events_cgroup: tuple[Path, int] | None = None  # (directory, inode) the events are armed on
         self._watched_cgroup: CgroupUsage | None = None  # read by the usage watcher, kept while it is gone
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the usage watcher; notifications go to ``loop``."""
         self._loop = loop
+        self._stopped = False
         if self.usage_watcher is not None:
             self.usage_watcher.start()
 
     def stop(self) -> None:
-        """Stop the watcher, close the notifications, put ``memory.high`` back. Idempotent."""
+        """Stop the watcher, close the notifications, put ``memory.high`` back; a check still running then
+        changes nothing (it would set the guard again after it was put back). Idempotent."""
+        self._stopped = True
         if self.usage_watcher is not None:
             self.usage_watcher.stop()
         self._close_memory_events()
@@ -59,7 +63,9 @@ class KernelWatch:
 
     def follow(self, evaluation: Evaluation, location: CgroupLocation | None, pids: tuple[int, ...]) -> None:
         """After every check (on the loop): every layer on the cgroup at ``location`` (or the target ``pids``)
-        with the thresholds of this check's sample."""
+        with the thresholds of this check's sample. Nothing after ``stop()``."""
+        if self._stopped:
+            return
         sample = evaluation.sample
         levels = self.rule.watch_levels(sample)
         if self.kernel_events:

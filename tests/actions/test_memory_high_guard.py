@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from memmon.actions.memory_high import MemoryHighGuard
-from memmon.assembly import build_memory_high_guard
+from memmon.assembly import build_memory_high_guard, build_thresholds
 from memmon.config import load_settings
+from memmon.evaluation.rules import ThresholdRule
+from memmon.kernelwatch import KernelWatch
+from memmon.model import Evaluation, Level
+from memmon.sampling.cgroup_location import CgroupLocation
+from tests.samples import process_sample
 
 MIB = 2**20
 LIMIT = 256 * MIB
@@ -150,3 +155,25 @@ def test_auto_means_with_a_restart_that_really_runs(
         },
     )
     assert (build_memory_high_guard(settings) is not None) is built
+
+
+def test_a_check_finishing_after_stop_does_not_set_the_guard_again(cgroup: Path) -> None:
+    """KernelWatch.stop() puts max back; a check that was still running and finishes afterwards changes nothing
+    (it used to set the guard again, left behind when memmon exited)."""
+    settings = load_settings(
+        None,
+        overrides={
+            "auto_response": {"memory_high_guard": {"enabled": "on"}},
+            "monitoring": {"kernel_events": False, "usage_watch": {"enabled": False}},
+        },
+    )
+    sample = process_sample(100, cgroup_limit_mb=256)
+    evaluation = Evaluation(sample, Level.OK, Level.OK, (), (), ())
+    location = CgroupLocation(cgroup, 2, "/app")
+    watch = KernelWatch(settings, ThresholdRule(build_thresholds(settings)), lambda _reason: None)
+    watch.follow(evaluation, location, ())
+    assert high(cgroup) != "max"
+    watch.stop()
+    assert high(cgroup) == "max"
+    watch.follow(evaluation, location, ())
+    assert high(cgroup) == "max"
