@@ -38,6 +38,7 @@ from memmon.assembly import (
     build_thresholds,
 )
 from memmon.config import Settings, load_settings
+from memmon.config_summary import cgroup_limit, summary
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
@@ -141,7 +142,13 @@ class ProductionMemoryMonitor:
     def _build_actions(self) -> ActionRunner:
         targets = self.targets
         own = targets.own_target
-        restart, fallback, self.liveness = build_restart(self.settings, targets, clock=self.clock)
+        process = self._process
+        restart, fallback, self.liveness = build_restart(
+            self.settings,
+            targets,
+            workers=process.current_workers if process is not None and process.server else None,
+            clock=self.clock,
+        )
         return ActionRunner(
             self.settings.auto_response,
             self.telemetry,
@@ -155,8 +162,31 @@ class ProductionMemoryMonitor:
             recheck=self._recheck,
             own_rss=self_rss_bytes,
             on_restart=self._restart_reported,
+            on_result=self._action_done,
+            worker_budget=self._worker_budget,
             clock=self.clock,
         )
+
+    def _action_done(self, result: ActionResult) -> None:
+        """Every action result: the target's processes are looked up afresh at the next check."""
+        if self._process is not None and not result.detail.get("skipped"):
+            self._process.refresh()
+
+    def _worker_budget(self, evaluation: Evaluation) -> int | None:
+        """A server worker's budget in bytes: ``target.worker_budget_mb``, or the warning line's share per worker
+        after the masters' memory; None without a server or workers."""
+        target = self.settings.target
+        process = evaluation.sample.process
+        if target.server is None or process is None:
+            return None
+        if target.worker_budget_mb is not None:
+            return int(target.worker_budget_mb * MB)
+        workers = sum(p.role == "worker" for p in process.processes)
+        warning = self._level_bytes(evaluation, Level.WARNING)
+        if not workers or warning is None:
+            return None
+        masters = sum(p.rss_bytes for p in process.processes if p.role == "master")
+        return max(int((warning - masters) / workers), 0) or None
 
     async def _restart_reported(self, result: ActionResult) -> None:
         """The restart's result goes into the metadata of the emergency alerts it answered (``restart``: action,
@@ -229,6 +259,8 @@ class ProductionMemoryMonitor:
         if stale:
             self.recorder.add_alerts(stale)
             self.alert_manager.publish(stale)
+        for line in summary(self.settings, cgroup_limit(self.settings)):
+            log.log(logging.WARNING if line.startswith("warning:") else logging.INFO, "%s", line)
         log.info(
             "monitoring %s every %gs (state in %s)",
             self.sampler.target_label,
@@ -281,7 +313,8 @@ class ProductionMemoryMonitor:
             self.history.append(point)
             self.recorder.add_point(point)
             transitions = self.actions.on_evaluation(evaluation)
-            transitions += tuple(self.leakwatch.on_evaluation(evaluation, self._critical_bytes(evaluation)))
+            critical = self._level_bytes(evaluation, Level.CRITICAL)
+            transitions += tuple(self.leakwatch.on_evaluation(evaluation, critical))
             self._resolved_emergencies.extend(
                 a for a in transitions if a.state == "resolved" and a.severity == Level.EMERGENCY
             )
@@ -395,16 +428,14 @@ class ProductionMemoryMonitor:
         """Alerts firing now (thresholds, then a suspected leak or a predicted crossing)."""
         return self.evaluator.active_alerts() + self.leakwatch.active_alerts()
 
-    def _critical_bytes(self, evaluation: Evaluation) -> float | None:
-        """The target memory at which the critical level starts (the lower of its MB and percent thresholds)."""
+    def _level_bytes(self, evaluation: Evaluation, level: Level) -> float | None:
+        """The target memory at which ``level`` starts (the lower of its MB and percent thresholds)."""
         thresholds = self.evaluator.rule.thresholds
         candidates = []
-        if Level.CRITICAL in thresholds.memory_mb:
-            candidates.append(thresholds.memory_mb[Level.CRITICAL] * MB)
-        if Level.CRITICAL in thresholds.memory_percent:
-            candidates.append(
-                thresholds.memory_percent[Level.CRITICAL] / 100 * evaluation.sample.effective_limit_bytes
-            )
+        if level in thresholds.memory_mb:
+            candidates.append(thresholds.memory_mb[level] * MB)
+        if level in thresholds.memory_percent:
+            candidates.append(thresholds.memory_percent[level] / 100 * evaluation.sample.effective_limit_bytes)
         return min(candidates, default=None)
 
     @property

@@ -21,6 +21,7 @@ from memmon.alerting.spool import AlertSpool
 from memmon.config import Settings
 from memmon.evaluation.rules import ThresholdSet
 from memmon.model import Alert, TargetKind
+from memmon.sampling.base import SourceUnavailable
 from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
 from memmon.sampling.host import HostSampler
 from memmon.sampling.pressure import PressureSampler
@@ -35,7 +36,19 @@ log = logging.getLogger("memmon.monitor")
 def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
     """The samplers the settings ask for: target processes, their (or the given) cgroup, host and pressure."""
     target = settings.target
-    process = ProcessSampler(target.pids, target.match, gc_objects_every=settings.monitoring.gc_objects_every)
+    server = target.server is not None
+    cgroup: CgroupSampler  # created below; ``tops`` reads it at sampling time
+    tops = None
+    if server and not (target.pids or target.match):
+        # The masters are the cgroup's main processes (members whose parent is outside it), read each check.
+        tops = lambda: _members(cgroup)  # noqa: E731
+    process = ProcessSampler(
+        target.pids,
+        target.match,
+        gc_objects_every=settings.monitoring.gc_objects_every,
+        server=server,
+        tops=tops,
+    )
     cgroup_locate: Callable[[], Any]
     if target.cgroup:
         path = target.cgroup
@@ -44,8 +57,15 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
         unit = target.unit
         cgroup_locate = lambda: cgroup_of_unit(unit)  # noqa: E731
     else:
-        # The cgroup of the first target process: in a container, its limit is the one that kills.
-        cgroup_locate = lambda: locate_cgroup_of(process.pids[0] if process.pids else "self")  # noqa: E731
+        # The cgroup of the first target process: in a container, its limit is the one that kills. A target that
+        # does not exist yet is waited for: memmon's own cgroup (the host's limit) would stand in for it for good.
+        def cgroup_locate() -> Any:
+            if process.is_own_process:
+                return locate_cgroup_of("self")
+            if not process.pids:
+                raise SourceUnavailable(f"waiting for {process.label} to locate its cgroup")
+            return locate_cgroup_of(process.pids[0])
+
     cgroup = CgroupSampler(locate=cgroup_locate)
     try:
         location = cgroup_locate()
@@ -53,6 +73,8 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
         location = None
     kind = TargetKind.CGROUP if target.kind == "cgroup" else TargetKind.PROCESS
     label = f"cgroup:{target.cgroup or target.unit}" if kind is TargetKind.CGROUP else process.label
+    if server and kind is TargetKind.PROCESS:
+        label = f"{target.server}:{label}"
     snapshot = SnapshotSampler(
         process=process,
         cgroup=cgroup,
@@ -63,6 +85,17 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
         configured_limit_bytes=target.memory_limit_bytes,
     )
     return snapshot, process
+
+
+def _members(cgroup: CgroupSampler) -> tuple[int, ...]:
+    """The pids in the located cgroup (``cgroup.procs``), empty until it is located or when unreadable."""
+    location = cgroup.location
+    if location is None:
+        return ()
+    try:
+        return tuple(int(pid) for pid in (location.directory / "cgroup.procs").read_text().split())
+    except (OSError, ValueError):
+        return ()
 
 
 def build_thresholds(settings: Settings) -> ThresholdSet:
@@ -117,6 +150,9 @@ def build_targets(settings: Settings, sampler: SnapshotSampler) -> TargetProcess
     target = settings.target
     process = sampler.process
     cgroup = sampler.cgroup
+    if target.server is not None and process is not None:
+        # A whole-server restart signals the masters only: the master drains its workers itself.
+        return TargetProcesses(pids=lambda: process.masters)
     members_of_cgroup = target.kind == "cgroup" and not (target.pids or target.match)
     return TargetProcesses(
         pids=lambda: process.pids if process is not None else (),

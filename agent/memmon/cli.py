@@ -15,6 +15,7 @@ from typing import Any
 
 from memmon import __version__
 from memmon.config import ConfigError, Settings, check_config_file, load_settings
+from memmon.config_summary import cgroup_limit, summary
 from memmon.logsetup import configure_logging
 
 EXIT_CONFIG = 2
@@ -53,6 +54,12 @@ def run_parser() -> argparse.ArgumentParser:
     add("--match", help="watch processes whose command line matches this regex")
     add("--cgroup", help="watch this cgroup (directory or hierarchy path)")
     add("--unit", help="watch this systemd unit's cgroup")
+    add(
+        "--server",
+        choices=("gunicorn", "uwsgi", "celery", "generic"),
+        help="the target is a pre-fork server (--pid names its master, or --match/--cgroup/--unit): workers are "
+        "found by process tree and recycled one at a time",
+    )
     add("--dry-run", action="store_true", default=None, help="decide and log actions, do nothing")
     return parser
 
@@ -71,6 +78,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "match": ("target", "match"),
         "cgroup": ("target", "cgroup"),
         "unit": ("target", "unit"),
+        "server": ("target", "server"),
         "dry_run": ("auto_response", "dry_run"),
     }
     overrides: dict[str, dict[str, Any]] = {}
@@ -90,21 +98,21 @@ def _report(error: ConfigError) -> int:
 
 
 def check_config(argv: Sequence[str]) -> int:
-    """``memmon check-config FILE``: 0 and a summary when valid, 2 and one line per problem otherwise."""
-    parser = argparse.ArgumentParser(prog="memmon check-config", description="Validate a memmon config file.")
-    parser.add_argument("file", type=Path)
+    """``memmon check-config [FILE] [flags]``: 0 and what the configuration will do when valid (lines starting
+    with ``warning:`` name settings that cannot work as meant), 2 and one line per problem otherwise."""
+    parser = run_parser()
+    parser.prog = "memmon check-config"
+    parser.description = "Validate a memmon config file (and flags) and show what memmon will do."
+    parser.add_argument("file", type=Path, nargs="?", help="JSON config file (or --config)")
     args = parser.parse_args(argv)
+    path = args.file or args.config
     try:
-        settings = check_config_file(args.file)
+        settings = check_config_file(path, overrides=overrides_from(args))
     except ConfigError as error:
         return _report(error)
-    thresholds = settings.thresholds
-    print(
-        f"{args.file}: ok (check every {settings.monitoring.check_interval:g}s; warning/critical/emergency at "
-        f"{thresholds.memory_warning_mb}/{thresholds.memory_critical_mb}/{thresholds.memory_emergency_mb} MB, "
-        f"{thresholds.memory_percent_warning}/{thresholds.memory_percent_critical}/"
-        f"{thresholds.memory_percent_emergency} %)"
-    )
+    print(f"{path or 'flags and defaults'}: ok")
+    for line in summary(settings, cgroup_limit(settings)):
+        print(f"  {line}")
     return 0
 
 

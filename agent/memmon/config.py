@@ -33,7 +33,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from memmon.config_actions import AutoResponseSettings
+from memmon.config_actions import SERVER_PRESETS, AutoResponseSettings
 from memmon.config_file import ConfigError, read_config_file
 from memmon.config_sections import (
     LOAD_ENVIRON,
@@ -265,6 +265,38 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _server_preset(self) -> Settings:
+        """``target.server`` picks the strategy (when none is configured) and the worker signal."""
+        restart = self.auto_response.emergency_actions.graceful_restart
+        server = self.target.server
+        if server is None:
+            if restart.strategy == "recycle":
+                raise problems_error(
+                    problem(
+                        "recycle needs a pre-fork server",
+                        at="auto_response.emergency_actions.graceful_restart.strategy",
+                        expected="target.server (--server gunicorn|uwsgi|celery|generic)",
+                    )
+                )
+            return self
+        preset = SERVER_PRESETS[server]
+        update: dict[str, Any] = {}
+        if "strategy" not in restart.model_fields_set:
+            update["strategy"] = preset.strategy
+        if restart.worker_signal is None:
+            update["worker_signal"] = preset.worker_signal
+        emergency = self.auto_response.emergency_actions
+        response = self.auto_response.model_copy(
+            update={
+                "emergency_actions": emergency.model_copy(
+                    update={"graceful_restart": restart.model_copy(update=update)}
+                )
+            }
+        )
+        object.__setattr__(self, "auto_response", response)
+        return self
+
     @property
     def live_stale_seconds(self) -> float:
         """Seconds without a finished check after which /health/live fails (see server.live_stale_seconds)."""
@@ -466,7 +498,10 @@ def load_settings(
     return settings
 
 
-def check_config_file(path: str | os.PathLike[str]) -> Settings:
-    """The settings of the file alone (and defaults, no environment variables); ``ConfigError`` if invalid."""
+def check_config_file(
+    path: str | os.PathLike[str] | None, *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings of the file (and flags) alone, defaults, no environment variables; ``ConfigError`` if
+    invalid."""
     environ = {name: os.environ[name] for name in ("HOME", "XDG_STATE_HOME") if name in os.environ}
-    return load_settings(path, environ=environ)
+    return load_settings(path, overrides=overrides, environ=environ)

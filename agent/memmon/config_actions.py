@@ -8,6 +8,7 @@ or an ``http_hook`` per level, and ``emergency_actions.graceful_restart`` with i
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
@@ -66,16 +67,47 @@ class CriticalActions(_AgentActions):
     """Shrink ``monitor.throttle`` to its critical capacity."""
 
 
+@dataclass(frozen=True)
+class ServerPreset:
+    """What ``target.server`` sets: the strategy when none is configured, and a worker's graceful-exit signal."""
+
+    strategy: str
+    worker_signal: str
+
+
+SERVER_PRESETS: dict[str, ServerPreset] = {
+    # gunicorn/workers/base.py init_signals: SIGTERM -> handle_exit (alive = False: finish the request, exit);
+    # SIGQUIT/SIGINT -> quick exit. The arbiter forks a replacement (docs: "Signal Handling").
+    "gunicorn": ServerPreset("recycle", "SIGTERM"),
+    # uWSGI core/uwsgi.c worker setup: SIGHUP -> gracefully_kill (finish the request, exit; the master
+    # respawns), SIGTERM/SIGINT -> end_me (at once).
+    "uwsgi": ServerPreset("recycle", "SIGHUP"),
+    # billiard's pool children exit mid-task on SIGTERM (billiard/common.py reset_signals -> sys.exit) and
+    # ignore SIGINT: no graceful per-child signal. The main process's SIGTERM is Celery's warm shutdown
+    # (running tasks finish); its supervisor starts it again. Per child: --max-memory-per-child.
+    "celery": ServerPreset("signal", "SIGTERM"),
+    # Any master that replaces a worker that exited after SIGTERM.
+    "generic": ServerPreset("recycle", "SIGTERM"),
+}
+
+
 class GracefulRestartSettings(Section):
     """How the target is restarted at emergency, before the kernel OOM killer does it mid-work."""
 
-    strategy: Literal["none", "signal", "systemd", "kubernetes-evict", "kubernetes-liveness"] = "none"
-    """``signal`` (send ``signal``, wait ``grace_seconds``), ``systemd`` (``systemctl try-restart``),
-    ``kubernetes-evict`` (Eviction API), ``kubernetes-liveness`` (/health/live turns 503), ``none`` (log only)."""
+    strategy: Literal["none", "signal", "recycle", "systemd", "kubernetes-evict", "kubernetes-liveness"] = (
+        "none"
+    )
+    """``signal`` (send ``signal``, wait ``grace_seconds``; SIGHUP: wait for the workers to be replaced),
+    ``recycle`` (a server's fattest worker, one at a time; the default with ``target.server``), ``systemd``
+    (``systemctl try-restart``), ``kubernetes-evict`` (Eviction API), ``kubernetes-liveness`` (/health/live turns
+    503), ``none`` (log only)."""
     signal: SignalName = "SIGTERM"
-    """The signal of the ``signal`` strategy."""
+    """The signal of the ``signal`` strategy (to the master of a server, the target processes otherwise)."""
+    worker_signal: SignalName | None = None
+    """``recycle``: the signal that makes a worker finish its request and exit; null = the server preset's."""
     grace_seconds: Annotated[float, Field(ge=0)] = 30
-    """Time the target gets to exit (signal) or the emergency must persist (kubernetes-liveness)."""
+    """Time the target gets to exit (signal, a recycled worker) or the emergency must persist
+    (kubernetes-liveness)."""
     kill_after_grace: bool = False
     """``signal``: send SIGKILL to what is still alive after ``grace_seconds``."""
     unit: str | None = None
@@ -85,9 +117,12 @@ class GracefulRestartSettings(Section):
     evict_attempts: Annotated[int, Field(ge=1)] = 5
     """``kubernetes-evict``: attempts (429 from a PodDisruptionBudget is retried with backoff)."""
     cooldown_seconds: Annotated[float, Field(ge=0)] = 60
-    """No second restart within this many seconds of the previous one."""
+    """No second whole-target restart within this many seconds of the previous one. Worker recycles have none:
+    one at a time, the next once the previous worker's replacement is up."""
     max_restarts_per_hour: Annotated[int, Field(ge=1)] = 3
-    """Never more restarts than this in any hour (repeated victims are the classic OOM-daemon failure)."""
+    """Restarts or recycles that freed no memory (failures) allowed in any hour; then memmon stops and alerts
+    that restarts cannot keep up (repeated victims are the classic OOM-daemon failure). Restarts that freed
+    memory are not counted."""
 
 
 class EmergencyActions(_AgentActions):

@@ -417,6 +417,13 @@ class TargetSettings(Section):
     """Cgroup path to watch, e.g. /system.slice/app.service."""
     unit: Annotated[str, Field(min_length=1)] | None = None
     """Systemd unit whose cgroup is watched."""
+    server: Literal["gunicorn", "uwsgi", "celery", "generic"] | None = None
+    """A pre-fork server: the master is ``pids``, the top of ``match``'s process tree, or the main process of
+    ``cgroup``/``unit``; its children are the workers, recycled one at a time (see the README's gunicorn/uWSGI
+    section for what each preset sets)."""
+    worker_budget_mb: PositiveMb | None = None
+    """A server's worker whose unique memory (USS, MiB) exceeds this is recycled before any level is reached
+    (like uWSGI's ``reload-on-rss``); null = the warning threshold's share of the limit per worker."""
     memory_limit_bytes: Annotated[int, Field(gt=0)] | None = None
     """The target's memory limit when memmon cannot see its cgroup (a sidecar: the app container's
     ``limits.memory`` from the downward API, ``MEMMON_TARGET__MEMORY_LIMIT_BYTES``); the effective limit is the
@@ -433,6 +440,18 @@ class TargetSettings(Section):
         if self.pids and self.match is not None:
             problems.append(
                 problem("cannot be combined with target.pids", at="match", expected="pids or match")
+            )
+        if self.server is not None and not (self.pids or self.match or self.cgroup or self.unit):
+            problems.append(
+                problem(
+                    "a server needs its master",
+                    at="server",
+                    expected="target.pids (--pid MASTER), target.match, target.cgroup or target.unit",
+                )
+            )
+        if self.worker_budget_mb is not None and self.server is None:
+            problems.append(
+                problem("only applies to a server", at="worker_budget_mb", expected="target.server")
             )
         if self.cgroup is not None and self.unit is not None:
             problems.append(

@@ -57,6 +57,8 @@ class ProcessMemory:
     name: str
     rss_bytes: int
     vms_bytes: int
+    role: str = "process"
+    """``process``, or in a pre-fork server ``master`` or ``worker``."""
 
 
 @dataclass(frozen=True, slots=True)

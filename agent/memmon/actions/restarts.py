@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from memmon.actions.kubernetes import EvictRestart, KubeConfig, KubernetesClient, why_not_in_cluster
 from memmon.actions.liveness import LivenessRestart
+from memmon.actions.recycle import WorkerRecycle, Workers
 from memmon.actions.runner import RestartStrategy
 from memmon.actions.signals import SignalRestart
 from memmon.actions.systemd import SystemdRestart
@@ -18,9 +19,14 @@ log = logging.getLogger("memmon.actions")
 
 
 def build_restart(
-    settings: Settings, targets: TargetProcesses, *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    targets: TargetProcesses,
+    *,
+    workers: Workers | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[RestartStrategy | None, RestartStrategy | None, LivenessRestart | None]:
-    """(strategy, fallback, the liveness strategy when one of them is it, for /health/live)."""
+    """(strategy, fallback, the liveness strategy when one of them is it, for /health/live); ``workers`` are a
+    server's current (worker, master) pairs, for the ``recycle`` strategy."""
     restart = settings.auto_response.emergency_actions.graceful_restart
     liveness: LivenessRestart | None = None
 
@@ -30,6 +36,14 @@ def build_restart(
             return SignalRestart(
                 targets,
                 signal_name=restart.signal,
+                grace_seconds=restart.grace_seconds,
+                kill_after_grace=restart.kill_after_grace,
+            )
+        if name == "recycle":
+            assert workers is not None and restart.worker_signal is not None, "validated by the settings"
+            return WorkerRecycle(
+                workers,
+                signal_name=restart.worker_signal,
                 grace_seconds=restart.grace_seconds,
                 kill_after_grace=restart.kill_after_grace,
             )

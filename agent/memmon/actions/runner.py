@@ -8,8 +8,12 @@
 - Safety, learned from earlyoom / systemd-oomd complaints about wrong or repeated victims: act only on the
   configured target (``TargetProcesses``); re-read memory right before restarting (a check under 100 ms old
   counts as that read) and stand down when the emergency is over; confirm afterwards how much memory was freed
-  and whether the kernel's OOM killer struck first; one restart at a time, a cool-down after each, and a maximum
-  number per hour. ``dry_run`` decides and logs, does nothing.
+  and whether the kernel's OOM killer struck first; one restart at a time, a cool-down after each whole-target
+  restart, and at most ``max_restarts_per_hour`` restarts that failed or freed nothing (then: "cannot keep up").
+  ``dry_run`` decides and logs, does nothing.
+- Pre-fork servers (a ``repeatable`` strategy, ``WorkerRecycle``): while the emergency lasts, the next fattest
+  worker is recycled as soon as the previous one's replacement is up; and at any level a worker over its budget
+  (``worker_budget``) is recycled early, one at a time. The per-level cool-down never delays a restart.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from memmon.actions.caches import CacheRegistry
 from memmon.actions.http_hook import HttpHookAction
@@ -28,7 +32,7 @@ from memmon.actions.inprocess import NonessentialWorkers, run_gc_cycles
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
 from memmon.config_actions import AutoResponseSettings
-from memmon.model import ActionResult, Alert, Evaluation, Level, frozen_mapping
+from memmon.model import MB, ActionResult, Alert, Evaluation, Level, ProcessMemory, frozen_mapping
 from memmon.telemetry import Telemetry
 
 log = logging.getLogger("memmon.actions")
@@ -50,11 +54,26 @@ class Recheck:
 
 
 class RestartStrategy(Protocol):
-    """A graceful-restart strategy (signal, systemd, kubernetes-evict, kubernetes-liveness)."""
+    """A graceful-restart strategy (signal, recycle, systemd, kubernetes-evict, kubernetes-liveness)."""
 
     name: str
 
     async def restart(self, reason: str) -> ActionResult: ...
+
+
+@runtime_checkable
+class WorkerRecycler(Protocol):
+    """A strategy that recycles one worker of many: repeated while the emergency lasts, and used for budgets."""
+
+    name: str
+
+    def worker_count(self) -> int: ...
+
+    def over_budget(self, processes: Sequence[ProcessMemory], budget_bytes: int) -> int | None: ...
+
+    async def restart(self, reason: str) -> ActionResult: ...
+
+    async def recycle(self, reason: str, pid: int | None = None) -> ActionResult: ...
 
 
 class ActionRunner:
@@ -75,6 +94,8 @@ class ActionRunner:
         recheck: Callable[[], Awaitable[Recheck]] | None = None,
         own_rss: Callable[[], int | None] = lambda: None,
         on_restart: Callable[[ActionResult], Awaitable[object]] | None = None,
+        on_result: Callable[[ActionResult], object] | None = None,
+        worker_budget: Callable[[Evaluation], int | None] = lambda _evaluation: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -89,10 +110,15 @@ class ActionRunner:
         self.recheck = recheck
         self.own_rss = own_rss
         self.on_restart = on_restart
+        self.on_result = on_result
+        self.worker_budget = worker_budget
         self.clock = clock
         self.recent: collections.deque[ActionResult] = collections.deque(maxlen=50)
         self._last_run: dict[Level, float] = {}
-        self._restarts: collections.deque[float] = collections.deque()
+        self._last_restart: float | None = None
+        self._failures: collections.deque[float] = collections.deque()
+        """When restarts failed or freed nothing, for ``max_restarts_per_hour``."""
+        self._dry_budget: set[int] = set()
         self._restart_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -103,12 +129,22 @@ class ActionRunner:
         of the alert that fired."""
         level, previous = evaluation.level, evaluation.previous_level
         transitions = evaluation.transitions
-        if not self.settings.enabled or level == previous:
+        if not self.settings.enabled:
+            return transitions
+        if level == previous:
+            if level == Level.EMERGENCY:
+                self._start_restart(evaluation)  # e.g. a cool-down or a running recycle has ended since
+            self._check_budget(evaluation)
             return transitions
         if level < previous:
             self._recovered(level)
         if level == Level.OK:
+            self._check_budget(evaluation)
             return transitions
+        if level == Level.EMERGENCY:
+            self._start_restart(evaluation)  # never delayed by the per-level cool-down below
+        else:
+            self._check_budget(evaluation)
         last = self._last_run.get(level)
         if last is not None and self.clock() - last < self.settings.cooldown_seconds:
             log.info("%s actions skipped: ran %.0fs ago (cool-down)", level.label, self.clock() - last)
@@ -200,12 +236,73 @@ class ActionRunner:
         emergency = self.settings.emergency_actions
         if self.in_process and emergency.stop_nonessential_workers and self.nonessential.names():
             self._spawn(self._run_async(level, "stop_nonessential", self.nonessential.stop_all))
-        idle = self._restart_task is None or self._restart_task.done()
-        if emergency.prepare_restart and self.restart_strategy is not None and idle:
-            sample = evaluation.sample
-            oom_kills = sample.cgroup.oom_kill_count if sample.cgroup is not None else None
-            entered = Recheck(evaluation.level, sample.target_bytes, oom_kills)
-            self._restart_task = self._spawn(self._restart(_reason(evaluation), entered, sample.timestamp))
+
+    @property
+    def _idle(self) -> bool:
+        return self._restart_task is None or self._restart_task.done()
+
+    def _start_restart(self, evaluation: Evaluation) -> None:
+        """Start the graceful restart at emergency unless one is running or its cool-down has not passed (a
+        later check in the same emergency tries again)."""
+        emergency = self.settings.emergency_actions
+        strategy = self.restart_strategy
+        if not emergency.prepare_restart or strategy is None or not self._idle:
+            return
+        if evaluation.level == evaluation.previous_level and self._blocked(strategy) is not None:
+            return  # already recorded when the emergency began; wait quietly
+        sample = evaluation.sample
+        oom_kills = sample.cgroup.oom_kill_count if sample.cgroup is not None else None
+        entered = Recheck(evaluation.level, sample.target_bytes, oom_kills)
+        self._restart_task = self._spawn(self._restart(_reason(evaluation), entered, sample.timestamp))
+
+    def _check_budget(self, evaluation: Evaluation) -> None:
+        """Recycle a worker over its budget (one at a time, never while a restart runs)."""
+        strategy = self.restart_strategy
+        process = evaluation.sample.process
+        if not isinstance(strategy, WorkerRecycler) or process is None or not self._idle:
+            return
+        budget = self.worker_budget(evaluation)
+        if budget is None or self._blocked(strategy) is not None:
+            return
+        pid = strategy.over_budget(process.processes, budget)
+        if pid is None:
+            return
+        reason = f"worker {pid} over its budget of {budget / MB:.0f} MiB"
+        if self.settings.dry_run:
+            if pid not in self._dry_budget:
+                self._dry_budget.add(pid)
+                self._record(self._dry(strategy.name, evaluation.level))
+            return
+        self._restart_task = self._spawn(self._budget_recycle(strategy, pid, reason))
+
+    async def _budget_recycle(self, strategy: WorkerRecycler, pid: int, reason: str) -> None:
+        log.info("recycling worker %d: %s", pid, reason)
+        self._count(self._record(await strategy.recycle(reason, pid)))
+
+    def _blocked(self, strategy: RestartStrategy) -> str | None:
+        """Why a restart may not run now (cool-down, too many failures in the last hour), else None."""
+        restart = self.settings.emergency_actions.graceful_restart
+        now = self.clock()
+        while self._failures and now - self._failures[0] > 3600:
+            self._failures.popleft()
+        if len(self._failures) >= restart.max_restarts_per_hour:
+            return (
+                f"restarts cannot keep up: {len(self._failures)} failed or freed nothing in the last hour "
+                f"(max_restarts_per_hour {restart.max_restarts_per_hour})"
+            )
+        last = self._last_restart
+        if (
+            not isinstance(strategy, WorkerRecycler)
+            and last is not None
+            and now - last < restart.cooldown_seconds
+        ):
+            return f"cool-down: restarted {now - last:.0f}s ago"
+        return None
+
+    def _count(self, result: ActionResult) -> None:
+        """A restart that failed or freed nothing counts against ``max_restarts_per_hour``."""
+        if not result.success or result.detail.get("freed_bytes") == 0:
+            self._failures.append(self.clock())
 
     async def _run_sync(self, level: Level, name: str, action: Callable[[], ActionResult]) -> None:
         self._record(self._dry(name, level) if self.settings.dry_run else action())
@@ -217,19 +314,14 @@ class ActionRunner:
 
     async def _restart(self, reason: str, entered: Recheck, entered_at: float) -> None:
         """The graceful restart under the safety rules; ``entered`` is what the check that entered emergency read
-        at ``entered_at``."""
+        at ``entered_at``. A worker recycler goes on with the next worker while the emergency lasts."""
         restart = self.settings.emergency_actions.graceful_restart
         strategy = self.restart_strategy
         assert strategy is not None
-        now = self.clock()
-        while self._restarts and now - self._restarts[0] > 3600:
-            self._restarts.popleft()
-        if self._restarts and now - self._restarts[-1] < restart.cooldown_seconds:
-            self._record(_skipped(strategy.name, f"cool-down: restarted {now - self._restarts[-1]:.0f}s ago"))
-            return
-        if len(self._restarts) >= restart.max_restarts_per_hour:
+        blocked = self._blocked(strategy)
+        if blocked is not None:
             self._record(
-                _skipped(strategy.name, f"{len(self._restarts)} restarts in the last hour (maximum)")
+                _skipped(strategy.name, blocked, cannot_keep_up=blocked.startswith("restarts cannot"))
             )
             return
         if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
@@ -248,31 +340,57 @@ class ActionRunner:
         if self.settings.dry_run:
             self._record(self._dry(strategy.name, Level.EMERGENCY))
             return
-        self._restarts.append(self.clock())
-        log.warning("graceful restart (%s): %s", strategy.name, reason)
-        result = await strategy.restart(reason)
-        if not result.success and self.fallback is not None:
-            self._record(result)
-            log.error("%s failed (%s); falling back to %s", strategy.name, result.error, self.fallback.name)
-            result = await self.fallback.restart(reason)
-        result = await self._confirm(result, before)
-        self._record(result)
-        if self.on_restart is not None:
-            await self.on_restart(result)
+        rounds = 0
+        while True:
+            rounds += 1
+            self._last_restart = self.clock()
+            log.warning("graceful restart (%s): %s", strategy.name, reason)
+            result = await strategy.restart(reason)
+            if not result.success and self.fallback is not None:
+                self._record(result)
+                log.error(
+                    "%s failed (%s); falling back to %s", strategy.name, result.error, self.fallback.name
+                )
+                result = await self.fallback.restart(reason)
+            result, after = await self._confirm(result, before)
+            self._count(self._record(result))
+            if self.on_restart is not None:
+                await self.on_restart(result)
+            if not isinstance(strategy, WorkerRecycler) or after is None or after.level < Level.EMERGENCY:
+                return
+            if not result.success or (blocked := self._blocked(strategy)) is not None:
+                return
+            if rounds == max(1, strategy.worker_count()):
+                self._record(
+                    _skipped(
+                        strategy.name,
+                        f"restarts cannot keep up: still {after.level.label} after recycling {rounds} worker(s)",
+                        cannot_keep_up=True,
+                        going_on=True,
+                    )
+                )
+            if rounds >= 4 * max(1, strategy.worker_count()):
+                return  # the next check starts a new round; this one has done what recycling can
+            before = after
 
-    async def _confirm(self, result: ActionResult, before: Recheck | None) -> ActionResult:
+    async def _confirm(
+        self, result: ActionResult, before: Recheck | None
+    ) -> tuple[ActionResult, Recheck | None]:
         """Re-read memory after acting: what the restart freed goes into the result, and whether the kernel's
         OOM killer struck first (the cgroup's ``oom_kill`` counter rose since the emergency began): then the
-        result is a failure with ``oom_killed`` set, whatever the strategy reported."""
+        result is a failure with ``oom_killed`` set, whatever the strategy reported. Also returns the re-read."""
         if self.recheck is None or before is None:
-            return result
+            return result, None
         after = await self.recheck()
         extra: dict[str, object] = {
             "memory_before": before.target_bytes,
             "memory_after": after.target_bytes,
             "level_after": after.level.label,
         }
-        if after.target_bytes is not None and before.target_bytes is not None:
+        if isinstance(result.detail.get("unique_bytes"), int):
+            # A recycled worker frees its unique memory; the total also moves with the other workers' leak.
+            extra["freed_bytes"] = result.detail["unique_bytes"] if result.success else 0
+        elif after.target_bytes is not None and before.target_bytes is not None:
             extra["freed_bytes"] = max(0, before.target_bytes - after.target_bytes)
         if before.oom_kills is not None and after.oom_kills is not None:
             # A counter that went down belongs to a recreated cgroup (systemd restarted the unit): no verdict.
@@ -281,10 +399,9 @@ class ActionRunner:
             if kills > 0:
                 extra["oom_killed"] = True
                 error = f"the kernel OOM killer struck first ({kills} kill(s) in the cgroup)"
-                return replace(
-                    result, success=False, error=error, detail=frozen_mapping({**result.detail, **extra})
-                )
-        return replace(result, detail=frozen_mapping({**result.detail, **extra}))
+                detail = frozen_mapping({**result.detail, **extra})
+                return replace(result, success=False, error=error, detail=detail), after
+        return replace(result, detail=frozen_mapping({**result.detail, **extra})), after
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -306,6 +423,8 @@ class ActionRunner:
         if outcome == "success" and result.action in CLEANUP_ACTIONS:
             self.telemetry.cleanup_operations.inc()
         self.recent.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
         logger_level = logging.INFO if result.success else logging.ERROR
         log.log(
             logger_level,
@@ -343,9 +462,14 @@ def _freed(result: ActionResult) -> dict[str, object]:
     return {} if freed is None else {"freed_bytes": freed}
 
 
-def _skipped(action: str, why: str) -> ActionResult:
-    log.warning("%s skipped: %s", action, why)
-    return ActionResult(action, False, time.time(), 0.0, frozen_mapping({"skipped": True}), error=why)
+def _skipped(action: str, why: str, *, cannot_keep_up: bool = False, going_on: bool = False) -> ActionResult:
+    """A restart not run (``going_on``: a report while recycling goes on); ``cannot_keep_up`` marks the
+    results that say restarts cannot keep up with the leak (notified as an alert)."""
+    log.warning("%s %s: %s", action, "goes on" if going_on else "skipped", why)
+    detail: dict[str, object] = {"skipped": not going_on}
+    if cannot_keep_up:
+        detail["cannot_keep_up"] = True
+    return ActionResult(action, False, time.time(), 0.0, frozen_mapping(detail), error=why)
 
 
 def _reason(evaluation: Evaluation) -> str:

@@ -2,8 +2,10 @@
 
 Wrong or repeated victims are the top complaint about OOM daemons (earlyoom, systemd-oomd), so the set is never
 guessed: the ``--pid`` processes, the ``--match`` processes, or, with ``--cgroup``/``--unit`` and neither of
-those, the members of that cgroup (``cgroup.procs``, read at the moment of acting). memmon's own pid is excluded,
-except in library mode where memmon's own process *is* the target.
+those, the cgroup's main processes: its members (``cgroup.procs``, read at the moment of acting) whose parent is
+outside it. Signalling every member would hit a pre-fork server's workers directly, behind their master's back
+(gunicorn's master on SIGTERM drains its workers itself; a worker SIGHUPed by memmon dies mid-request). memmon's
+own pid and ancestors are excluded, except in library mode where memmon's own process *is* the target.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from memmon.sampling.prefork import lineage, tree_tops
 
 
 class TargetProcesses:
@@ -39,7 +43,9 @@ class TargetProcesses:
                 members = tuple(int(pid) for pid in (directory / "cgroup.procs").read_text().split())
             except (OSError, ValueError) as exc:
                 return (), f"cannot read {directory}/cgroup.procs: {exc}"
-            return tuple(p for p in members if p != self.own_pid), f"members of {directory}"
+            never = lineage(self.own_pid)
+            tops = tree_tops(p for p in members if p not in never)
+            return tops, f"main process(es) of {directory}"
         pids = self._pids()
         if self.own_target:
             return pids, "memmon's own process (library mode)"

@@ -16,8 +16,12 @@ So a firing alert is sent with ``endsAt = now + 4 * repush_seconds``: while memm
 ``repush_seconds`` (the dispatcher calls :meth:`AlertmanagerChannel.repush`) it stays active, and if memmon dies
 Alertmanager resolves it within four periods. A resolved alert is sent with ``endsAt = resolved_at``.
 
-Labels: ``alertname="MemmonMemoryLevel"``, ``severity``, ``component``, ``target``, ``instance`` — the same
-identity as memmon's own fingerprint (a severity of a component of a target), plus the reporting instance.
+Labels: ``alertname="MemmonMemoryLevel"`` (or the alert's ``metadata["alertname"]``: ``MemmonOomKill``,
+``MemmonAction``), ``severity``, ``component``, ``target``, ``instance`` — the same identity as memmon's own
+fingerprint (a severity of a component of a target), plus the reporting instance.
+
+Alertmanager keeps state, so it is sent the resolutions that are no message for people (``tracks_state``; see
+:mod:`memmon.alerting.kinds`): the alert of a level replaced by another ends here when the new one fires.
 Annotations: ``summary`` (the alert's message), ``description``, ``memory_usage_mb``, ``threshold_mb``,
 ``percent``, ``limit_source``, ``host``, ``alert_id``, ``idempotency_key`` (``test`` for a test delivery).
 """
@@ -30,6 +34,7 @@ from typing import Any
 
 from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
+from memmon.alerting.kinds import is_notice
 from memmon.isotime import iso_utc
 from memmon.model import Alert
 
@@ -49,6 +54,8 @@ class AlertmanagerChannel:
     """Pushes alert transitions (and periodic re-pushes of the firing ones) to one Alertmanager."""
 
     name = "alertmanager"
+    tracks_state = True
+    """Gets the silent resolutions too (an alert replaced by another level must end in Alertmanager)."""
 
     def __init__(
         self,
@@ -79,8 +86,9 @@ class AlertmanagerChannel:
 
     def labels(self, alert: Alert) -> dict[str, str]:
         """The identifying labels of ``alert``."""
+        alertname = alert.metadata.get("alertname")
         return {
-            "alertname": ALERTNAME,
+            "alertname": alertname if isinstance(alertname, str) and alertname else ALERTNAME,
             "severity": alert.severity.label,
             "component": alert.component,
             "target": alert.target,
@@ -132,9 +140,11 @@ class AlertmanagerChannel:
 
     @staticmethod
     def _description(alert: Alert) -> str:
+        if is_notice(alert):  # an action and its result: no usage against a threshold
+            return alert.message
         text = (
-            f"{alert.component} of {alert.target}: {alert.memory_usage:.1f} MB "
-            f"against the {alert.severity.label} threshold {alert.threshold:.1f} MB"
+            f"{alert.component} of {alert.target}: {alert.memory_usage:.1f} MiB "
+            f"against the {alert.severity.label} threshold {alert.threshold:.1f} MiB"
         )
         percent = _number(alert.metadata.get("percent"))
         if percent is not None:

@@ -26,6 +26,7 @@ from functools import partial
 from typing import TypeVar
 
 from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
+from memmon.alerting.kinds import is_silent, tracks_state
 from memmon.alerting.log import LogChannel
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.spool import AlertSpool, SpoolEntry
@@ -166,14 +167,20 @@ class AlertDispatcher:
 
     def _notify(self, alerts: list[Alert]) -> None:
         for alert in alerts:
+            silent = is_silent(alert)
             if alert.state == "firing":
                 self.telemetry.alerts_notified.inc(alert.severity.label)
-            self.log_channel.write(Delivery(alert, idempotency_key(alert)))
-            self.telemetry.deliveries.inc("log", "delivered")
+            if silent:
+                log.debug("%s %s %s ended without a message (%s)", alert.component, alert.severity.label,
+                          alert.id, alert.message)  # fmt: skip
+            else:
+                self.log_channel.write(Delivery(alert, idempotency_key(alert)))
+                self.telemetry.deliveries.inc("log", "delivered")
             targets = [
                 name
                 for name in self.routes.get(alert.severity, ())
-                if alert.state == "firing" or self.send_resolved.get(name, True)
+                if (alert.state == "firing" or self.send_resolved.get(name, True))
+                and (not silent or tracks_state(self.channels.get(name)))
             ]
             if targets:
                 task = asyncio.get_running_loop().create_task(self._enqueue(alert, targets))

@@ -35,6 +35,7 @@ from email.utils import formatdate
 from typing import Literal
 
 from memmon.alerting.channel import Delivery, DeliveryFailed, Receipt
+from memmon.alerting.kinds import is_notice
 from memmon.isotime import iso_utc
 from memmon.model import Alert
 
@@ -150,9 +151,9 @@ class EmailChannel:
             ("Component", alert.component),
             ("Target", alert.target),
             ("Host", self._host_of(alert)),
-            ("Usage", f"{alert.memory_usage:.1f} MB"),
-            ("Threshold", f"{alert.threshold:.1f} MB"),
         ]
+        if not is_notice(alert):  # a notice (an action and its result) is judged against no threshold
+            rows += [("Usage", f"{alert.memory_usage:.1f} MiB"), ("Threshold", f"{alert.threshold:.1f} MiB")]
         percent = alert.metadata.get("percent")
         if isinstance(percent, int | float) and not isinstance(percent, bool):
             source = alert.metadata.get("limit_source")

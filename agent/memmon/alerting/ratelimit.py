@@ -6,8 +6,12 @@ interval has passed; at its end the latest held transition is sent if it differs
 told, so they always end up with the true state, after at most one notification per interval and state.
 
 Never held back: an escalation (a firing alert above the level it replaced), an emergency when
-``send_immediate_alert`` is on, and the resolution of an alert whose firing was notified (receivers must not be
-left believing a cleared alert is still firing).
+``send_immediate_alert`` is on, the resolution of an alert whose firing was notified (receivers must not be
+left believing a cleared alert is still firing), and the firing alert that takes over from such an alert in the
+same component and target (a de-escalation emergency -> critical: the replaced alert's resolution is no message of
+its own, see :mod:`memmon.alerting.kinds`, so the new level's firing is what tells people).
+
+Notices (:func:`memmon.alerting.kinds.is_notice`) pass untouched and untracked: their producer coalesces them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from memmon.alerting.kinds import is_notice, replaced_by
 from memmon.model import Alert, Level
 
 
@@ -51,12 +56,26 @@ class NotificationLimiter:
         self.immediate_emergency = immediate_emergency
         self.clock = clock
         self._by_fingerprint: dict[str, _Notified] = {}
+        self._handed_over: set[tuple[str, str]] = set()
+        """(component, target) whose notified alert was just replaced: the next firing there is let through."""
 
     def offer(self, alert: Alert) -> bool:
         """True when ``alert`` is to be notified now; False when it is held (and may be sent by :meth:`due`)."""
+        if is_notice(alert):
+            return True
         now = self.clock()
         notified = self._by_fingerprint.get(alert.fingerprint)
-        if notified is None or now - notified.sent_at >= self.interval or self._bypasses(alert, notified):
+        handover = alert.state == "firing" and (alert.component, alert.target) in self._handed_over
+        if alert.state == "firing":
+            self._handed_over.discard((alert.component, alert.target))
+        if (
+            notified is None
+            or now - notified.sent_at >= self.interval
+            or handover
+            or self._bypasses(alert, notified)
+        ):
+            if replaced_by(alert) is not None and (notified is None or notified.state == "firing"):
+                self._handed_over.add((alert.component, alert.target))
             self._by_fingerprint[alert.fingerprint] = _Notified(now, alert.state)
             return True
         notified.held = alert

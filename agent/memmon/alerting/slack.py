@@ -5,7 +5,7 @@ Message shape (Slack incoming webhooks accept the same JSON as ``chat.postMessag
 * top-level ``text``: the whole alert in one line. Slack shows it as the message and uses it for notifications
   and clients that cannot render blocks.
 * one attachment with ``color`` (the bar on the left) holding Block Kit ``blocks``: a section of ``fields``
-  (target, component, usage vs threshold in MB, percent of the limit and its source, host, pod, times) and a
+  (target, component, usage vs threshold in MiB, percent of the limit and its source, host, pod, times) and a
   context line. Slack's reference calls attachments "a legacy part of messaging functionality" and recommends
   layout blocks, yet only an attachment has a colour bar; an attachment's ``blocks`` field bridges the two
   (https://api.slack.com/reference/messaging/attachments, "blocks" and "color" fields).
@@ -26,6 +26,7 @@ from typing import Any
 
 from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
+from memmon.alerting.kinds import is_notice
 from memmon.isotime import iso_utc
 from memmon.model import Alert, Level
 
@@ -68,12 +69,12 @@ def alert_host(alert: Alert, default: str) -> str:
 
 
 def usage_line(alert: Alert) -> tuple[str, str]:
-    """("2048.5 MB", "2048.0 MB (critical)"): usage and the threshold it was judged against."""
-    return f"{alert.memory_usage:.1f} MB", f"{alert.threshold:.1f} MB ({alert.severity.label})"
+    """("2048.5 MiB", "2048.0 MiB (critical)"): usage and the threshold it was judged against."""
+    return f"{alert.memory_usage:.1f} MiB", f"{alert.threshold:.1f} MiB ({alert.severity.label})"
 
 
 def percent_line(alert: Alert) -> str | None:
-    """ "85.2% of the host limit (4096.0 MB)", from the metadata the evaluator records; None when unknown."""
+    """ "85.2% of the host limit (4096.0 MiB)", from the metadata the evaluator records; None when unknown."""
     percent = _number(alert.metadata.get("percent"))
     if percent is None:
         return None
@@ -83,7 +84,7 @@ def percent_line(alert: Alert) -> str | None:
     if source:
         text += f" of the {source} limit"
     if limit_mb is not None:
-        text += f" ({limit_mb:.1f} MB)"
+        text += f" ({limit_mb:.1f} MiB)"
     return text
 
 
@@ -116,13 +117,10 @@ class SlackChannel:
         headline = f"{emoji} {test}[memmon] {status}: {alert.component} on {host}"
         text = _clip(f"{headline} — {alert.message}", _TEXT_LIMIT)
 
-        usage, threshold = usage_line(alert)
-        fields: list[tuple[str, str]] = [
-            ("Target", f"`{alert.target}`"),
-            ("Component", alert.component),
-            ("Usage", usage),
-            ("Threshold", threshold),
-        ]
+        fields: list[tuple[str, str]] = [("Target", f"`{alert.target}`"), ("Component", alert.component)]
+        if not is_notice(alert):  # a notice (an action and its result) is judged against no threshold
+            usage, threshold = usage_line(alert)
+            fields += [("Usage", usage), ("Threshold", threshold)]
         percent = percent_line(alert)
         if percent is not None:
             fields.append(("Percent", percent))

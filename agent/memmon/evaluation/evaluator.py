@@ -6,21 +6,32 @@ Rules of the machine, per component:
 - A level resolves only when no measure holds it any more, i.e. every value is below its threshold times
   ``1 - resolve_margin_ratio`` (hysteresis); it then steps down level by level to the one that still holds.
 - A level change resolves the alert of the old level (if any) and fires one for the new level (if not ok), so an
-  alert is one (component, target, severity), like an Alertmanager alert with a severity label.
+  alert is one (component, target, severity), like an Alertmanager alert with a severity label. A change between
+  two alert levels (an escalation critical -> emergency, a de-escalation emergency -> critical) is one event for a
+  human: the firing alert's message says ``critical -> emergency``, and the resolved alert of the old level carries
+  ``metadata["replaced_by"]`` (the new level) so that delivery can end it as state (Alertmanager) without
+  announcing it as a message of its own.
+- A firing alert's message and metadata say how fast the judged number moves (``growth_mib_per_second``, over up
+  to ``growth_window_seconds`` of checks) and which watched process is the largest (``fattest_process``: pid,
+  name, rss_mb), when known.
 - A component missing from a sample (its source degraded) keeps its state: missing data never resolves.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from memmon.evaluation.rules import Measure, Reading, ThresholdRule
-from memmon.model import Alert, ComponentStatus, Evaluation, Level, MemorySample, frozen_mapping
+from memmon.model import MB, Alert, ComponentStatus, Evaluation, Level, MemorySample, frozen_mapping
+
+_GROWTH_POINTS = 512
+"""At most this many recent (monotonic, MiB) points per component for the growth rate."""
 
 
 @dataclass(slots=True)
@@ -29,6 +40,39 @@ class _ComponentState:
     pending_since: float | None = None
     alert: Alert | None = None
     status: ComponentStatus | None = None
+    points: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=_GROWTH_POINTS)
+    )
+    growth: float | None = None
+    """MiB per second over the recent points; None with a single point."""
+
+
+def fattest_process(sample: MemorySample) -> dict[str, object] | None:
+    """``{"pid", "name", "rss_mb"}`` of the watched process with the largest RSS; None without process data."""
+    if sample.process is None or not sample.process.processes:
+        return None
+    top = max(sample.process.processes, key=lambda p: p.rss_bytes)
+    return {"pid": top.pid, "name": top.name, "rss_mb": round(top.rss_bytes / MB, 1)}
+
+
+def growth_text(mib_per_second: float) -> str:
+    """``growing 98.2 MiB/s``, ``shrinking 3.1 MiB/s``, ``growing 3906 MiB/s`` or ``steady`` (under 0.001 MiB/s
+    either way); three significant digits, never an exponent."""
+    if abs(mib_per_second) < 0.001:
+        return "steady"
+    verb = "growing" if mib_per_second > 0 else "shrinking"
+    rate = abs(mib_per_second)
+    return f"{verb} {rate:.0f} MiB/s" if rate >= 100 else f"{verb} {rate:.3g} MiB/s"
+
+
+def context_text(growth: float | None, fattest: Mapping[str, object] | None) -> str:
+    """The message tail naming the growth rate and the largest process, when known (empty otherwise)."""
+    parts = []
+    if growth is not None:
+        parts.append(growth_text(growth))
+    if fattest is not None:
+        parts.append(f"largest process pid {fattest['pid']} ({fattest['name']}, {fattest['rss_mb']} MiB)")
+    return "".join(f"; {part}" for part in parts)
 
 
 def fingerprint(component: str, target: str, severity: Level) -> str:
@@ -48,10 +92,14 @@ class Evaluator:
         min_duration_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
         hostname: str | None = None,
+        growth_window_seconds: float = 60.0,
     ) -> None:
+        """``growth_window_seconds``: the growth rate in a firing alert runs from the oldest check at most this
+        old to the current one (from the previous check when that is older)."""
         self.rule = rule
         self.margin = resolve_margin_ratio
         self.min_duration = min_duration_seconds
+        self.growth_window = growth_window_seconds
         self.clock = clock
         self.hostname = hostname or socket.gethostname()
         self._states: dict[str, _ComponentState] = {}
@@ -114,15 +162,20 @@ class Evaluator:
         now = sample.timestamp
         previous = self._level
         transitions: list[Alert] = []
+        fattest = fattest_process(sample)
         for reading in self.rule.readings(sample):
             state = self._states.setdefault(reading.component, _ComponentState())
+            self._track_growth(state, sample.monotonic, reading.usage_mb)
             new_level = self._next_level(state, reading, now)
             if new_level != state.level:
+                replaced_by = new_level if new_level > Level.OK else None
                 if state.alert is not None:
-                    transitions.append(self._resolved(state.alert, reading, now))
+                    transitions.append(self._resolved(state.alert, reading, now, replaced_by))
                     state.alert = None
                 if new_level > Level.OK:
-                    state.alert = self._fired(reading, new_level, state.level, sample.target, now)
+                    state.alert = self._fired(
+                        reading, new_level, state.level, sample.target, now, state.growth, fattest
+                    )
                     transitions.append(state.alert)
                 state.level = new_level
             state.status = self._status(reading, state.level)
@@ -136,6 +189,16 @@ class Evaluator:
             transitions=tuple(transitions),
             active_alerts=self.active_alerts(),
         )
+
+    def _track_growth(self, state: _ComponentState, monotonic: float, usage_mb: float) -> None:
+        points = state.points
+        if points and monotonic <= points[-1][0]:
+            points.clear()  # a clock that did not advance (or a restored evaluator): start again
+        points.append((monotonic, usage_mb))
+        while len(points) > 2 and monotonic - points[0][0] > self.growth_window:
+            points.popleft()  # the previous check is kept even when older: then the rate spans one interval
+        first_at, first_mb = points[0]
+        state.growth = None if len(points) < 2 else (usage_mb - first_mb) / (monotonic - first_at)
 
     def _next_level(self, state: _ComponentState, reading: Reading, now: float) -> Level:
         raw = max((measure.level() for measure in reading.measures), default=Level.OK)
@@ -174,31 +237,49 @@ class Evaluator:
     def _describe(reading: Reading, measure: Measure, level: Level) -> str:
         limit = measure.thresholds[level]
         verb = "exceeds" if measure.value >= limit else "is below"
-        if measure.unit == "MB":
-            return f"{reading.component} {measure.value:.1f}MB {verb} {level.label} threshold {limit:g}MB"
+        if measure.unit == "MB":  # the guide's "MB" thresholds are MiB (model.MB)
+            return f"{reading.component} {measure.value:.1f} MiB {verb} {level.label} threshold {limit:g} MiB"
         source = reading.context.get("limit_source", "host")
         return (
             f"{reading.component} {measure.value:.1f}% of {source} limit {verb} {level.label} threshold "
-            f"{limit:g}% ({limit * reading.mb_per_percent:.1f}MB)"
+            f"{limit:g}% ({limit * reading.mb_per_percent:.1f} MiB)"
         )
 
-    def _fired(self, reading: Reading, level: Level, previous: Level, target: str, now: float) -> Alert:
+    def _fired(
+        self,
+        reading: Reading,
+        level: Level,
+        previous: Level,
+        target: str,
+        now: float,
+        growth: float | None,
+        fattest: Mapping[str, object] | None,
+    ) -> Alert:
         measure = self._deciding(reading, level)
         assert measure is not None, "a level is only reached through a measure that has its threshold"
         held = measure.value >= measure.thresholds[level]
         detail = self._describe(reading, measure, level)
-        message = f"{level.label.upper()}: Memory usage {reading.usage_mb:.1f}MB " + (
-            f"exceeds {level.label} threshold ({detail})"
-            if held
-            else f"back down to {level.label} level ({detail}, within the resolve margin)"
+        change = f" ({previous.label} -> {level.label})" if previous > Level.OK else ""
+        message = (
+            f"{level.label.upper()}{change}: Memory usage {reading.usage_mb:.1f} MiB "
+            + (
+                f"exceeds {level.label} threshold ({detail})"
+                if held
+                else f"back down to {level.label} level ({detail}, within the resolve margin)"
+            )
+            + context_text(growth, fattest)
         )
-        metadata = {
+        metadata: dict[str, object] = {
             **reading.context,
             "threshold_kind": "memory_mb" if measure.unit == "MB" else "memory_percent",
             "threshold_value": measure.thresholds[level],
             "previous_level": previous.label,
             "host": self.hostname,
         }
+        if growth is not None:
+            metadata["growth_mib_per_second"] = round(growth, 4)
+        if fattest is not None:
+            metadata["fattest_process"] = dict(fattest)
         return Alert(
             id=uuid.uuid4().hex,
             fingerprint=fingerprint(reading.component, target, level),
@@ -214,16 +295,22 @@ class Evaluator:
             metadata=frozen_mapping(metadata),
         )
 
-    def _resolved(self, alert: Alert, reading: Reading, now: float) -> Alert:
+    def _resolved(self, alert: Alert, reading: Reading, now: float, replaced_by: Level | None) -> Alert:
+        """The resolution of ``alert``; ``replaced_by`` is the level whose alert fires in its place (metadata
+        ``replaced_by``: delivery ends such an alert as state but does not announce it as a message)."""
         percent = "" if reading.percent is None else f", {reading.percent:.1f}%"
+        how = "cleared" if replaced_by is None else f"replaced by {replaced_by.label}"
+        metadata: dict[str, object] = {**alert.metadata, "percent": reading.context.get("percent")}
+        if replaced_by is not None:
+            metadata["replaced_by"] = replaced_by.label
         return replace(
             alert,
             state="resolved",
             resolved_at=now,
             memory_usage=round(reading.usage_mb, 1),
             message=(
-                f"RESOLVED: {alert.component} {alert.severity.label} cleared "
-                f"(usage {reading.usage_mb:.1f}MB{percent})"
+                f"RESOLVED: {alert.component} {alert.severity.label} {how} "
+                f"(usage {reading.usage_mb:.1f} MiB{percent})"
             ),
-            metadata=frozen_mapping({**alert.metadata, "percent": reading.context.get("percent")}),
+            metadata=frozen_mapping(metadata),
         )

@@ -59,7 +59,7 @@ class LeakVerdict:
 
 
 def _mb(value: float) -> str:
-    return f"{value / MB:.1f} MB"
+    return f"{value / MB:.1f} MiB"
 
 
 class LeakDetector:

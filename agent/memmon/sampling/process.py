@@ -1,6 +1,6 @@
 """Resident and virtual memory of the watched processes: memmon itself, fixed pids, or a command-line regex.
 
-Three ways to name the target (the CLI's defaults, ``--pid`` and ``--match``):
+Three ways to name the target (the CLI's defaults, ``--pid`` and ``--match``), and a pre-fork server on top:
 
 - **self**: no pids and no match: memmon's own process (``own_pid``, default ``os.getpid()``). Only then, when
   the target is exactly this interpreter, the sample carries ``gc`` figures.
@@ -9,7 +9,10 @@ Three ways to name the target (the CLI's defaults, ``--pid`` and ``--match``):
 - **match**: every process whose joined command line (or, when that is unreadable or empty, its name) contains
   a ``re.search`` match, never memmon's own pid. The set is re-resolved when a matched process exits, when
   nothing matched, and every ``match_refresh_checks`` checks: a restarted service gets a new pid and new
-  workers appear.
+  workers appear. memmon's ancestors never match (the shell that started it has the pattern in its arguments).
+- **server** (``server=True``): the pids, the top of the matched trees, or ``tops()`` (a cgroup's main
+  processes) are the masters; their children, re-read at every check (one small file per thread, see
+  ``memmon.sampling.prefork``), are the workers. Each ``ProcessMemory`` says which it is (``role``).
 
 RSS and VMS come from ``psutil.Process.memory_info()`` (one read of ``/proc/<pid>/statm``); ``psutil.Process``
 objects are cached between checks so identity (pid + start time) is checked and pid reuse is noticed.
@@ -24,11 +27,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import psutil
 
 from memmon.model import ProcessMemory, ProcessSample
 from memmon.sampling.base import SourceUnavailable
+from memmon.sampling.prefork import children_of, lineage, tree_tops
 
 
 class _Gone(Exception):
@@ -51,6 +56,8 @@ class ProcessSampler:
         gc_objects_every: int = 10,
         clock: Callable[[], float] = time.time,
         match_refresh_checks: int = 10,
+        server: bool = False,
+        tops: Callable[[], Sequence[int]] | None = None,
     ) -> None:
         if pids and match is not None:
             raise ValueError("watch either fixed pids or a --match regex, not both")
@@ -58,7 +65,12 @@ class ProcessSampler:
             raise ValueError(f"gc_objects_every must be >= 1, got {gc_objects_every}")
         if match_refresh_checks < 1:
             raise ValueError(f"match_refresh_checks must be >= 1, got {match_refresh_checks}")
+        if tops is not None and (pids or match is not None or not server):
+            raise ValueError("tops() names the masters of a server target without pids or a match")
         self._own_pid = os.getpid() if own_pid is None else own_pid
+        self._never = lineage(self._own_pid)
+        self._server = server
+        self._tops = tops
         self._pattern: re.Pattern[str] | None = None
         if match is not None:
             try:
@@ -68,7 +80,7 @@ class ProcessSampler:
         self._requested: tuple[int, ...] = tuple(dict.fromkeys(pids)) or (
             () if match is not None else (self._own_pid,)
         )
-        self._self_mode = not pids and match is None
+        self._self_mode = not pids and match is None and tops is None
         self._gc_objects_every = gc_objects_every
         self._match_refresh_checks = match_refresh_checks
         self._clock = clock
@@ -80,6 +92,9 @@ class ProcessSampler:
         self._denied: dict[int, str] = {}
         self._nothing_matched = False
         self._checks_since_resolve = 0
+        self._masters: tuple[int, ...] = ()
+        self._children: dict[int, psutil.Process] = {}
+        self._workers: tuple[int, ...] = ()
 
         self._gc_objects: int | None = None
         self._gc_objects_at: float | None = None
@@ -92,6 +107,8 @@ class ProcessSampler:
         """``self`` (stable across restarts, so metric series do not churn), ``pid:12,34`` or ``match:REGEX``."""
         if self._pattern is not None:
             return f"match:{self._pattern.pattern}"
+        if self._tops is not None:
+            return "server"
         if self._self_mode:
             return "self"
         return "pid:" + ",".join(str(pid) for pid in self._requested)
@@ -102,7 +119,32 @@ class ProcessSampler:
         with self._lock:
             if not self._attached:
                 return self._requested
+            if self._server:
+                return self._masters + self._workers
             return tuple(self._procs)
+
+    @property
+    def server(self) -> bool:
+        """True when the target is a pre-fork server (masters and their workers)."""
+        return self._server
+
+    @property
+    def masters(self) -> tuple[int, ...]:
+        """Server mode: the masters found by the latest sample (empty before, or in other modes)."""
+        with self._lock:
+            return self._masters
+
+    @property
+    def workers(self) -> tuple[int, ...]:
+        """Server mode: the masters' children as the latest sample found them."""
+        with self._lock:
+            return self._workers
+
+    def current_workers(self) -> tuple[tuple[int, int], ...]:
+        """Server mode: (worker pid, its master) read now, for an action that must not act on a stale list."""
+        with self._lock:
+            masters = self._masters
+        return tuple((child, master) for master in masters for child in children_of(master))
 
     @property
     def is_own_process(self) -> bool:
@@ -119,6 +161,8 @@ class ProcessSampler:
     def problem(self) -> str | None:
         """Why some requested pids are gone or unreadable, or why nothing matched; None when all is well."""
         with self._lock:
+            if self._tops is not None:
+                return None if self._masters else "no main process in the cgroup"
             if self._pattern is not None:
                 return f"no process matches {self._pattern.pattern!r}" if self._nothing_matched else None
             reasons = [*self._lost.values(), *self._denied.values()]
@@ -129,7 +173,14 @@ class ProcessSampler:
     def sample(self) -> ProcessSample:
         """Read every watched process once; raises ``SourceUnavailable`` when none can be read."""
         with self._lock:
-            memories = self._sample_match() if self._pattern is not None else self._sample_fixed()
+            if self._pattern is not None:
+                memories = self._sample_match()
+            elif self._tops is not None:
+                memories = self._sample_tops()
+            else:
+                memories = self._sample_fixed()
+            if self._server:
+                memories = self._with_workers(memories)
             gc_collections: int | None = None
             gc_objects: int | None = None
             gc_objects_at: float | None = None
@@ -147,6 +198,12 @@ class ProcessSampler:
                 gc_objects=gc_objects,
                 gc_objects_at=gc_objects_at,
             )
+
+    def refresh(self) -> None:
+        """Re-resolve ``--match`` at the next sample (after an action changed the processes); server mode
+        reads the workers at every sample anyway."""
+        with self._lock:
+            self._checks_since_resolve = self._match_refresh_checks
 
     def count_gc_objects(self) -> int:
         """Count this interpreter's gc-tracked objects now (O(heap)) and refresh the cached figure."""
@@ -222,7 +279,7 @@ class ProcessSampler:
         self._checks_since_resolve = 0
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["name", "cmdline"]):
-            if proc.pid == self._own_pid:
+            if proc.pid in self._never:
                 continue
             cmdline = proc.info.get("cmdline")
             text = " ".join(cmdline) if cmdline else (proc.info.get("name") or "")
@@ -235,7 +292,62 @@ class ProcessSampler:
                 continue
             cached = self._procs.get(proc.pid)
             found[proc.pid] = cached if cached is not None and cached == proc else proc
+        if self._server:
+            # The top of each matched tree is a master; its matched children are found again as workers.
+            found = {pid: found[pid] for pid in tree_tops(found)}
         self._procs = found
+
+    def _sample_tops(self) -> list[ProcessMemory]:
+        """Server mode over a cgroup: its main processes now, then read like fixed pids."""
+        assert self._tops is not None
+        self._attached = True
+        procs: dict[int, psutil.Process] = {}
+        for pid in tree_tops(pid for pid in self._tops() if pid not in self._never):
+            proc = self._cached(pid)
+            if proc is not None:
+                procs[pid] = proc
+        self._procs = procs
+        memories: dict[int, ProcessMemory] = {}
+        self._read_matched(memories)
+        if not memories:
+            self._masters = self._workers = ()
+            raise SourceUnavailable(f"process {self.label}: no main process in the cgroup")
+        return list(memories.values())
+
+    def _with_workers(self, masters: list[ProcessMemory]) -> list[ProcessMemory]:
+        """Add the masters' children, read now; a child that exits meanwhile is skipped."""
+        self._masters = tuple(memory.pid for memory in masters)
+        result = [replace(memory, role="master") for memory in masters]
+        workers: list[int] = []
+        for master in self._masters:
+            for child in children_of(master):
+                if child in self._never or child in self._masters:
+                    continue
+                proc = self._cached(child)
+                if proc is None:
+                    continue
+                try:
+                    result.append(replace(_read(proc), role="worker"))
+                except (_Gone, _Denied):
+                    self._children.pop(child, None)
+                    continue
+                workers.append(child)
+        self._workers = tuple(workers)
+        live = set(workers)
+        for pid in [pid for pid in self._children if pid not in live]:
+            del self._children[pid]
+        return result
+
+    def _cached(self, pid: int) -> psutil.Process | None:
+        """A cached ``psutil.Process`` for ``pid`` (identity checked by ``_read``), None when it is gone."""
+        proc = self._procs.get(pid) or self._children.get(pid)
+        if proc is None:
+            try:
+                proc = psutil.Process(pid)
+            except psutil.Error:
+                return None
+            self._children[pid] = proc
+        return proc
 
 
 def _read(proc: psutil.Process, *, verify: bool = True) -> ProcessMemory:

@@ -1,0 +1,164 @@
+"""Recycling one worker of a pre-fork server: the fattest, gracefully, and only once its replacement is up.
+
+The kernel's OOM killer takes the fattest process and costs the request it was serving; restarting the whole
+server costs every in-flight request and a stall while all workers boot. A worker told to finish its request and
+exit costs nothing: the master forks a fresh one while the others keep serving. The graceful-exit signal is the
+server's own (the presets in ``memmon.config_sections.SERVER_PRESETS`` cite where each is defined).
+
+``WorkerRecycle.restart()`` (the ``recycle`` graceful-restart strategy) picks the worker with the largest unique
+set size (what its exit frees), signals it, waits up to ``grace_seconds`` for it to exit (SIGKILL after that only
+with ``kill_after_grace``) and then up to ``respawn_seconds`` for the master to have a new child, so that the
+next recycle never leaves the server with one worker fewer than it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+from memmon.actions.signals import alive, send_signal
+from memmon.model import MB, ActionResult, ProcessMemory, frozen_mapping
+from memmon.sampling.prefork import children_of, unique_bytes
+
+Workers = Callable[[], Sequence[tuple[int, int]]]
+"""(worker pid, its master pid) pairs, read at the moment of acting."""
+
+
+class WorkerRecycle:
+    """The ``recycle`` strategy: one worker at a time; see the module docstring."""
+
+    name = "recycle:worker"
+    repeatable = True
+    """The runner may recycle the next worker while the emergency lasts (each recycle frees one worker's share)."""
+
+    def __init__(
+        self,
+        workers: Workers,
+        *,
+        signal_name: str = "SIGTERM",
+        grace_seconds: float = 30.0,
+        respawn_seconds: float = 10.0,
+        kill_after_grace: bool = False,
+        unique: Callable[[int], int | None] = unique_bytes,
+        children: Callable[[int], Sequence[int]] = children_of,
+        is_alive: Callable[[int], bool] = alive,
+        poll: float = 0.01,
+    ) -> None:
+        self.workers = workers
+        self.signum = signal.Signals[signal_name]
+        self.grace_seconds = grace_seconds
+        self.respawn_seconds = respawn_seconds
+        self.kill_after_grace = kill_after_grace
+        self.unique = unique
+        self.children = children
+        self.is_alive = is_alive
+        self.poll = poll
+
+    def worker_count(self) -> int:
+        """How many workers the masters have now."""
+        return len(self.workers())
+
+    def fattest(self) -> tuple[int, int, int | None] | None:
+        """(worker, master, its USS) of the worker whose exit frees most, None without workers. Reads
+        ``smaps_rollup`` of each worker (about 0.1 ms each), so only at the moment of acting."""
+        best: tuple[int, int, int | None] | None = None
+        for worker, master in self.workers():
+            size = self.unique(worker)
+            if best is None or (size or 0) > (best[2] or 0):
+                best = (worker, master, size)
+        return best
+
+    def over_budget(self, processes: Sequence[ProcessMemory], budget_bytes: int) -> int | None:
+        """The worker to recycle for its budget, None when all are within it: the RSS of the latest sample
+        rules out most workers for free (USS <= RSS); the USS of the rest is read now."""
+        candidates = sorted(
+            (p for p in processes if p.role == "worker" and p.rss_bytes > budget_bytes),
+            key=lambda p: p.rss_bytes,
+            reverse=True,
+        )
+        for process in candidates:
+            size = self.unique(process.pid)
+            if size is not None and size > budget_bytes:
+                return process.pid
+        return None
+
+    async def restart(self, reason: str) -> ActionResult:
+        """Recycle the fattest worker."""
+        return await self.recycle(reason)
+
+    async def recycle(self, reason: str, pid: int | None = None) -> ActionResult:
+        """Recycle ``pid`` (a current worker) or the fattest; success when it exited in time (and a replacement
+        is up, where the master forks one)."""
+        started = time.time()
+        current = dict(self.workers())
+        if pid is not None and pid in current:
+            choice: tuple[int, int, int | None] | None = (pid, current[pid], self.unique(pid))
+        else:
+            choice = self.fattest()
+        if choice is None:
+            return self._result(
+                started, reason, {"workers": 0}, "no worker to recycle (the master has no children)"
+            )
+        worker, master, size = choice
+        before = set(self.children(master))
+        sent, failed = send_signal((worker,), self.signum)
+        detail: dict[str, object] = {
+            "signal": self.signum.name,
+            "pid": worker,
+            "master": master,
+            "unique_bytes": size,
+            "unique_mib": None if size is None else round(size / MB, 1),
+            "reason": reason,
+        }
+        if not sent:
+            return self._result(
+                started, reason, detail, f"could not signal worker {worker}: {failed[worker]}"
+            )
+        exited = await self._wait(lambda: not self.is_alive(worker), self.grace_seconds)
+        detail["exit_seconds"] = round(time.time() - started, 3)
+        if not exited:
+            killed = False
+            if self.kill_after_grace:
+                killed = bool(send_signal((worker,), signal.SIGKILL)[0])
+            error = f"worker {worker} still running after {self.grace_seconds:g}s" + (
+                "; sent SIGKILL" if killed else ""
+            )
+            return self._result(started, reason, detail, error)
+        replaced_at = time.monotonic()
+        replaced = await self._wait(
+            lambda: bool(set(self.children(master)) - before) or not self.is_alive(master),
+            self.respawn_seconds,
+        )
+        new = sorted(set(self.children(master)) - before)
+        detail["replaced_by"] = new[0] if new else None
+        detail["replace_seconds"] = round(time.monotonic() - replaced_at, 3)
+        if not replaced or not new:
+            why = (
+                "the master exited"
+                if not self.is_alive(master)
+                else f"no new worker within {self.respawn_seconds:g}s"
+            )
+            return self._result(started, reason, detail, f"worker {worker} exited but {why}")
+        return self._result(started, reason, detail, None)
+
+    async def _wait(self, done: Callable[[], bool], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.poll)
+        return True
+
+    def _result(
+        self, started: float, reason: str, detail: dict[str, object], error: str | None
+    ) -> ActionResult:
+        return ActionResult(
+            action=self.name,
+            success=error is None,
+            started_at=started,
+            duration_seconds=time.time() - started,
+            detail=frozen_mapping({"reason": reason, **detail}),
+            error=error,
+        )
