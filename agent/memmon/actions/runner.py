@@ -119,6 +119,7 @@ class ActionRunner:
         self._failures: collections.deque[float] = collections.deque()
         """When restarts failed or freed nothing, for ``max_restarts_per_hour``."""
         self._dry_budget: set[int] = set()
+        self._cap_reported = False
         self._restart_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -248,8 +249,14 @@ class ActionRunner:
         strategy = self.restart_strategy
         if not emergency.prepare_restart or strategy is None or not self._idle:
             return
-        if evaluation.level == evaluation.previous_level and self._blocked(strategy) is not None:
-            return  # already recorded when the emergency began; wait quietly
+        if evaluation.level == evaluation.previous_level:
+            blocked = self._blocked(strategy)
+            capped = blocked is not None and blocked.startswith("restarts cannot")
+            if capped and not self._cap_reported:
+                self._record(_skipped(strategy.name, blocked or "", cannot_keep_up=True))
+            self._cap_reported = capped
+            if blocked is not None:
+                return  # a cool-down: a later check of this emergency tries again
         sample = evaluation.sample
         oom_kills = sample.cgroup.oom_kill_count if sample.cgroup is not None else None
         entered = Recheck(evaluation.level, sample.target_bytes, oom_kills)
@@ -320,9 +327,8 @@ class ActionRunner:
         assert strategy is not None
         blocked = self._blocked(strategy)
         if blocked is not None:
-            self._record(
-                _skipped(strategy.name, blocked, cannot_keep_up=blocked.startswith("restarts cannot"))
-            )
+            self._cap_reported = blocked.startswith("restarts cannot")
+            self._record(_skipped(strategy.name, blocked, cannot_keep_up=self._cap_reported))
             return
         if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
             await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long
