@@ -14,6 +14,7 @@ WIRING = {
     "memmon.assembly",
     "memmon.leakwatch",
     "memmon.kernelwatch",
+    "memmon.config_summary",
     "memmon.service",
     "memmon.cli",
     "memmon.__main__",

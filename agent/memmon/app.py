@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
+from memmon.actions.recycle import WorkerRecycle, advice
 from memmon.actions.restarts import build_restart
 from memmon.actions.runner import ActionRunner, Recheck, action_outcome
 from memmon.actions.signals import SignalAction
@@ -428,6 +429,31 @@ class ProductionMemoryMonitor:
         """Alerts firing now (thresholds, then a suspected leak or a predicted crossing)."""
         return self.evaluator.active_alerts() + self.leakwatch.active_alerts()
 
+    def server_report(self) -> dict[str, Any] | None:
+        """A pre-fork server's masters, workers, budget, fattest worker and what recycling has learnt (the
+        ``server`` block of /health/memory); None for other targets."""
+        server = self.settings.target.server
+        latest = self.latest
+        if server is None or self._process is None or latest is None:
+            return None
+        process = latest.sample.process
+        workers = [p for p in (process.processes if process else ()) if p.role == "worker"]
+        fattest = max(workers, key=lambda p: p.rss_bytes, default=None)
+        budget = self._worker_budget(latest)
+        strategy = self.actions.restart_strategy
+        return {
+            "server": server,
+            "masters": list(self._process.masters),
+            "workers": len(workers),
+            "worker_budget_mb": None if budget is None else round(budget / MB, 1),
+            "fattest_worker": None
+            if fattest is None
+            else {"pid": fattest.pid, "rss_mb": round(fattest.rss_bytes / MB, 1)},
+            "recycling": advice(server, strategy.lives, budget)
+            if isinstance(strategy, WorkerRecycle)
+            else None,
+        }
+
     def _level_bytes(self, evaluation: Evaluation, level: Level) -> float | None:
         """The target memory at which ``level`` starts (the lower of its MB and percent thresholds)."""
         thresholds = self.evaluator.rule.thresholds
@@ -435,7 +461,9 @@ class ProductionMemoryMonitor:
         if level in thresholds.memory_mb:
             candidates.append(thresholds.memory_mb[level] * MB)
         if level in thresholds.memory_percent:
-            candidates.append(thresholds.memory_percent[level] / 100 * evaluation.sample.effective_limit_bytes)
+            candidates.append(
+                thresholds.memory_percent[level] / 100 * evaluation.sample.effective_limit_bytes
+            )
         return min(candidates, default=None)
 
     @property

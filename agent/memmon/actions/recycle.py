@@ -14,16 +14,67 @@ next recycle never leaves the server with one worker fewer than it had.
 from __future__ import annotations
 
 import asyncio
+import collections
 import signal
+import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from memmon.actions.signals import alive, send_signal
 from memmon.model import MB, ActionResult, ProcessMemory, frozen_mapping
-from memmon.sampling.prefork import children_of, unique_bytes
+from memmon.sampling.prefork import age_seconds, children_of, unique_bytes
 
 Workers = Callable[[], Sequence[tuple[int, int]]]
 """(worker pid, its master pid) pairs, read at the moment of acting."""
+
+
+@dataclass(frozen=True)
+class WorkerLife:
+    """A recycled worker: how long it lived, its USS when recycled, and its replacement's USS when up."""
+
+    seconds: float
+    unique_bytes: int
+    fresh_bytes: int
+
+    @property
+    def growth_bytes_per_second(self) -> float:
+        """What it left behind per second of its life."""
+        return max(0, self.unique_bytes - self.fresh_bytes) / self.seconds if self.seconds > 0 else 0.0
+
+
+def advice(server: str, lives: Iterable[WorkerLife], budget_bytes: int | None) -> dict[str, object] | None:
+    """From the recycled workers' lives: each worker's growth, the time it takes to reach ``budget_bytes``, and
+    the server's own setting that would keep workers under it without memmon; None before a recycle."""
+    known = [life for life in lives if life.seconds > 0]
+    if not known:
+        return None
+    growth = statistics.median(life.growth_bytes_per_second for life in known)
+    fresh = statistics.median(life.fresh_bytes for life in known)
+    result: dict[str, object] = {
+        "recycled_workers": len(known),
+        "median_lifetime_seconds": round(statistics.median(life.seconds for life in known), 1),
+        "worker_growth_mib_per_second": round(growth / MB, 3),
+        "fresh_worker_mib": round(fresh / MB, 1),
+    }
+    if budget_bytes is None or growth <= 0:
+        return result
+    seconds = max(0.0, budget_bytes - fresh) / growth
+    result["seconds_to_budget"] = round(seconds, 1)
+    budget_mib = budget_bytes / MB
+    if server == "uwsgi":
+        setting = f"--reload-on-rss {budget_mib:.0f} (checked after each request), or --max-requests"
+    elif server == "celery":
+        setting = f"--max-memory-per-child {budget_bytes // 1024} (KiB, checked after each task)"
+    else:
+        setting = (
+            f"--max-requests about {seconds:.0f} x the requests per second one worker serves, with jitter"
+        )
+    result["advice"] = (
+        f"a worker leaves {growth / MB:.2f} MiB/s behind and reaches its {budget_mib:.0f} MiB budget in about "
+        f"{seconds:.0f} s; without memmon: {setting}"
+    )
+    return result
 
 
 class WorkerRecycle:
@@ -44,6 +95,7 @@ class WorkerRecycle:
         unique: Callable[[int], int | None] = unique_bytes,
         children: Callable[[int], Sequence[int]] = children_of,
         is_alive: Callable[[int], bool] = alive,
+        age: Callable[[int], float | None] = age_seconds,
         poll: float = 0.01,
     ) -> None:
         self.workers = workers
@@ -54,7 +106,10 @@ class WorkerRecycle:
         self.unique = unique
         self.children = children
         self.is_alive = is_alive
+        self.age = age
         self.poll = poll
+        self.lives: collections.deque[WorkerLife] = collections.deque(maxlen=50)
+        """The latest recycled workers' lives, for :func:`advice`."""
 
     def worker_count(self) -> int:
         """How many workers the masters have now."""
@@ -102,6 +157,7 @@ class WorkerRecycle:
                 started, reason, {"workers": 0}, "no worker to recycle (the master has no children)"
             )
         worker, master, size = choice
+        lifetime = self.age(worker)
         before = set(self.children(master))
         sent, failed = send_signal((worker,), self.signum)
         detail: dict[str, object] = {
@@ -134,6 +190,12 @@ class WorkerRecycle:
         new = sorted(set(self.children(master)) - before)
         detail["replaced_by"] = new[0] if new else None
         detail["replace_seconds"] = round(time.monotonic() - replaced_at, 3)
+        if lifetime is not None:
+            detail["lifetime_seconds"] = round(lifetime, 3)
+        if new and lifetime and size is not None:
+            fresh = self.unique(new[0])
+            if fresh is not None:
+                self.lives.append(WorkerLife(lifetime, size, fresh))
         if not replaced or not new:
             why = (
                 "the master exited"

@@ -69,7 +69,13 @@ def memory_payload(sample: MemorySample) -> dict[str, Any]:
         "effective_limit_mb": _mb(sample.effective_limit_bytes),
         "limit_source": sample.limit_source,
         "processes": [
-            {"pid": p.pid, "name": p.name, "rss_mb": _mb(p.rss_bytes), "vms_mb": _mb(p.vms_bytes)}
+            {
+                "pid": p.pid,
+                "name": p.name,
+                "role": p.role,
+                "rss_mb": _mb(p.rss_bytes),
+                "vms_mb": _mb(p.vms_bytes),
+            }
             for p in (process.processes if process else ())
         ],
         "cgroup": None
@@ -217,6 +223,7 @@ class HealthRoutes:
         ]
         payload["degraded"] = [{"source": d.source, "reason": d.reason} for d in self.monitor.degraded]
         payload["prediction"] = self.monitor.prediction
+        payload["server"] = self.monitor.server_report()
         return web.json_response(payload)
 
     def _hours(self, request: web.Request, default: float, retention_hours: float) -> float:

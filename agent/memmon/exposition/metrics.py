@@ -210,6 +210,16 @@ class MemmonCollector(Collector):
                 "memmon_process_virtual_memory_bytes", "VMS of the target processes.", process.vms_bytes
             )
             yield from gauge("memmon_processes", "Target processes found.", len(process.processes))
+            workers = [p.rss_bytes for p in process.processes if p.role == "worker"]
+            if workers:
+                yield from gauge(
+                    "memmon_server_workers", "Workers of the pre-fork server target.", len(workers)
+                )
+                yield from gauge(
+                    "memmon_server_worker_max_resident_bytes",
+                    "RSS of the pre-fork server's largest worker.",
+                    max(workers),
+                )
             yield from gauge(
                 "memmon_gc_tracked_objects",
                 "gc-tracked objects (sampled every N checks).",

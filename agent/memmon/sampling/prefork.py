@@ -78,6 +78,17 @@ def _children_by_scan(pid: int, proc_root: Path) -> tuple[int, ...]:
     return tuple(children)
 
 
+def age_seconds(pid: int, *, proc_root: Path = PROC) -> float | None:
+    """Seconds since ``pid`` started: ``/proc/uptime`` minus its start time (``/proc/<pid>/stat`` field 22, in
+    clock ticks since boot; proc(5)), None when it is gone."""
+    try:
+        fields = (proc_root / str(pid) / "stat").read_bytes().rsplit(b")", 1)[-1].split()
+        uptime = float((proc_root / "uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def tree_tops(pids: Iterable[int], *, proc_root: Path = PROC) -> tuple[int, ...]:
     """The pids whose parent is not among ``pids``: the masters of a set of matched processes or of a cgroup's
     members (order kept)."""
