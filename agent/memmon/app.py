@@ -13,7 +13,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from memmon.actions.restarts import build_restart
 from memmon.actions.runner import ActionRunner, Recheck, action_outcome
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
+from memmon.alerting.action_notices import ActionNotices
 from memmon.alerting.channel import Receipt
 from memmon.alerting.dispatcher import ChannelReport
 from memmon.alerting.manager import AlertManager
@@ -41,6 +42,7 @@ from memmon.assembly import (
 from memmon.config import Settings, load_settings
 from memmon.config_summary import cgroup_limit, summary
 from memmon.evaluation.evaluator import Evaluator
+from memmon.evaluation.oom_kills import OomKillWatch
 from memmon.evaluation.rules import ThresholdRule
 from memmon.history import HistoryRing
 from memmon.kernelwatch import KernelWatch
@@ -96,6 +98,12 @@ class ProductionMemoryMonitor:
             self.settings, self.telemetry, active_alerts=self.active_alerts, clock=clock
         )
         self.alert_manager = AlertManager(self.telemetry, dispatcher=self.dispatcher)
+        self.notices = ActionNotices(
+            self._publish_notices, interval=self.settings.alerting.rate_limit_seconds, clock=clock
+        )
+        """Every action's result, told to people (bursts coalesced per ``alerting.rate_limit_seconds``)."""
+        self.oom_watch = OomKillWatch()
+        """An observed kernel OOM kill is an alert of its own (victim from /dev/kmsg when readable)."""
         self.caches = CacheRegistry()
         self.throttle = Throttle()
         """The app wraps work in it (``async with monitor.throttle:`` / ``with monitor.throttle:``); memmon
@@ -169,9 +177,15 @@ class ProductionMemoryMonitor:
         )
 
     def _action_done(self, result: ActionResult) -> None:
-        """Every action result: the target's processes are looked up afresh at the next check."""
+        """Every action result: the target's processes are looked up afresh at the next check; people are told."""
         if self._process is not None and not result.detail.get("skipped"):
             self._process.refresh()
+        self.notices.on_result(result, self.sampler.target_label)
+
+    def _publish_notices(self, alerts: Sequence[Alert]) -> None:
+        """Action notices go to the alert log and to the channels like any alert."""
+        self.recorder.add_alerts(alerts)
+        self.alert_manager.publish(alerts)
 
     def _worker_budget(self, evaluation: Evaluation) -> int | None:
         """A server worker's budget in bytes: ``target.worker_budget_mb``, or the warning line's share per worker
@@ -236,9 +250,8 @@ class ProductionMemoryMonitor:
         for warning in self.routing_warnings:
             log.warning("%s", warning)
         self.started_at = self.clock()
-        stale = self.evaluator.restore(
-            self.leakwatch.restore(active), self.sampler.target_label, self.started_at
-        )
+        others = self.notices.restore(self.oom_watch.restore(self.leakwatch.restore(active)))
+        stale = self.evaluator.restore(others, self.sampler.target_label, self.started_at)
         if not len(self.history):  # a restart in the same process keeps its ring
             for point in recent:
                 self.history.append(point)
@@ -279,8 +292,10 @@ class ProductionMemoryMonitor:
             await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
         except TimeoutError:
             self._loop_task.cancel()
-        await self.alert_manager.drain(wait_seconds / 4)
         await self.actions.close(wait_seconds / 8)
+        self.notices.close()
+        self.oom_watch.close()
+        await self.alert_manager.drain(wait_seconds / 4)
         if self._side_tasks:
             await asyncio.wait(set(self._side_tasks), timeout=wait_seconds / 8)
         await self.dispatcher.close(wait_seconds / 4)
@@ -316,6 +331,7 @@ class ProductionMemoryMonitor:
             transitions = self.actions.on_evaluation(evaluation)
             critical = self._level_bytes(evaluation, Level.CRITICAL)
             transitions += tuple(self.leakwatch.on_evaluation(evaluation, critical))
+            transitions += self.oom_watch.on_evaluation(evaluation)
             self._resolved_emergencies.extend(
                 a for a in transitions if a.state == "resolved" and a.severity == Level.EMERGENCY
             )
@@ -426,8 +442,10 @@ class ProductionMemoryMonitor:
         return self.latest is not None and self.level not in self.settings.server.ready_fail_level_set
 
     def active_alerts(self) -> tuple[Alert, ...]:
-        """Alerts firing now (thresholds, then a suspected leak or a predicted crossing)."""
-        return self.evaluator.active_alerts() + self.leakwatch.active_alerts()
+        """Alerts firing now (thresholds, then a suspected leak or a predicted crossing, then an OOM kill)."""
+        return (
+            self.evaluator.active_alerts() + self.leakwatch.active_alerts() + self.oom_watch.active_alerts()
+        )
 
     def server_report(self) -> dict[str, Any] | None:
         """A pre-fork server's masters, workers, budget, fattest worker and what recycling has learnt (the

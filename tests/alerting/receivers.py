@@ -344,9 +344,9 @@ def sample_alert(
         resolved_at = now
     label = severity.label
     default_message = (
-        f"{label.upper()}: Memory usage {memory_usage:.1f}MB exceeds {label} threshold"
+        f"{label.upper()}: Memory usage {memory_usage:.1f} MiB exceeds {label} threshold"
         if state == "firing"
-        else f"RESOLVED: {component} {label} cleared (usage {memory_usage:.1f}MB, 52.0%)"
+        else f"RESOLVED: {component} {label} cleared (usage {memory_usage:.1f} MiB, 52.0%)"
     )
     return Alert(
         id=alert_id,

@@ -117,7 +117,7 @@ async def test_alertmanager_sees_the_alert_fire_and_resolve(make_monitor, alertm
             "target": "pid:42",
             "instance": "test-pod",
         }
-        assert alert["annotations"]["summary"].startswith("CRITICAL: Memory usage 250.0MB")
+        assert alert["annotations"]["summary"].startswith("CRITICAL: Memory usage 250.0 MiB")
         sampler.values = itertools.cycle([50])
         await wait_until(lambda: active() == [], within=15)
     finally:

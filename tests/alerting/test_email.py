@@ -44,7 +44,7 @@ async def test_plain_delivery_builds_text_and_html_parts(smtp_server: SmtpFactor
     text = mail.get_body(("plain",))
     rich = mail.get_body(("html",))
     assert text is not None and rich is not None
-    assert "CRITICAL: Memory usage 2048.5MB exceeds critical threshold" in text.get_content()
+    assert "CRITICAL: Memory usage 2048.5 MiB exceeds critical threshold" in text.get_content()
     assert "pid:4242" in text.get_content() and "85.2%" in text.get_content()
     assert "<table>" in rich.get_content() and "web-1" in rich.get_content()
     assert server.handler.envelopes == [("memmon@web-1.example.org", ["oncall@example.org"])]

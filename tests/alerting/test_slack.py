@@ -45,16 +45,16 @@ async def test_firing_message_has_text_fallback_colour_and_fields(
     assert receiver.requests[-1].path == HOOK_PATH
     assert body["text"].startswith("🔴 ")
     assert "CRITICAL" in body["text"] and "process_memory on web-1" in body["text"]
-    assert "Memory usage 2048.5MB exceeds critical threshold" in body["text"]
+    assert "Memory usage 2048.5 MiB exceeds critical threshold" in body["text"]
     [attachment] = body["attachments"]
     assert attachment["color"] == "#E01E5A"
     assert attachment["fallback"]
     fields = fields_of(body)
     assert fields["Target"] == "`pid:4242`"
     assert fields["Component"] == "process_memory"
-    assert fields["Usage"] == "2048.5 MB"
-    assert fields["Threshold"] == "2048.0 MB (critical)"
-    assert fields["Percent"] == "85.2% of the host limit (4096.0 MB)"
+    assert fields["Usage"] == "2048.5 MiB"
+    assert fields["Threshold"] == "2048.0 MiB (critical)"
+    assert fields["Percent"] == "85.2% of the host limit (4096.0 MiB)"
     assert fields["Host"] == "web-1"
     assert fields["Pod"] == "api-7d9f-abcde"
     assert "TEST" not in body["text"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from memmon.evaluation.evaluator import Evaluator, fingerprint
+from memmon.evaluation.evaluator import Evaluator, fingerprint, growth_text
 from memmon.evaluation.rules import ThresholdRule, ThresholdSet
 from memmon.model import Level
 from tests.samples import process_sample
@@ -61,7 +61,7 @@ def test_escalation_resolves_old_alert_and_fires_new_one() -> None:
     (warning,) = first.transitions
     assert (warning.state, warning.severity, warning.component) == ("firing", W, "process_memory")
     assert warning.threshold == 100.0 and warning.memory_usage == 150.0
-    assert warning.message.startswith("WARNING: Memory usage 150.0MB exceeds warning threshold")
+    assert warning.message.startswith("WARNING: Memory usage 150.0 MiB exceeds warning threshold")
     second = ev.evaluate(process_sample(250, at=20.0))
     resolved, critical = second.transitions
     assert (resolved.id, resolved.state, resolved.resolved_at) == (warning.id, "resolved", 20.0)
@@ -69,6 +69,9 @@ def test_escalation_resolves_old_alert_and_fires_new_one() -> None:
     assert critical.fingerprint == fingerprint("process_memory", "pid:42", C) != warning.fingerprint
     assert [a.id for a in second.active_alerts] == [critical.id]
     assert critical.metadata["host"] == "h1" and critical.metadata["previous_level"] == "warning"
+    assert critical.message.startswith("CRITICAL (warning -> critical): Memory usage 250.0 MiB exceeds")
+    assert resolved.metadata["replaced_by"] == "critical"
+    assert resolved.message.startswith("RESOLVED: process_memory warning replaced by critical")
 
 
 def test_percent_threshold_converted_to_mb_with_the_limit() -> None:
@@ -133,3 +136,85 @@ def test_annotate_adds_metadata_that_the_resolution_keeps() -> None:
     (resolved,) = ev.evaluate(process_sample(10, at=20.0)).transitions
     assert resolved.state == "resolved" and resolved.metadata["restart"] == {"outcome": "oom_killed"}
     assert ev.annotate(alert.id, {"x": 1}) is None
+
+
+def test_de_escalation_marks_the_replaced_alert_and_names_both_levels() -> None:
+    """emergency -> critical resolves the emergency alert marked replaced_by critical and fires a critical alert
+    whose message says "emergency -> critical"; dropping to ok is a plain resolution without the mark."""
+    ev = evaluator(margin=0.0)
+    (emergency,) = ev.evaluate(process_sample(450, at=1.0)).transitions
+    resolved, critical = ev.evaluate(process_sample(250, at=2.0)).transitions
+    assert (resolved.id, resolved.state, resolved.metadata["replaced_by"]) == (
+        emergency.id,
+        "resolved",
+        "critical",
+    )
+    assert critical.message.startswith(
+        "CRITICAL (emergency -> critical): Memory usage 250.0 MiB exceeds critical"
+    )
+    assert "shrinking 200 MiB/s" in critical.message
+    (cleared,) = ev.evaluate(process_sample(10, at=3.0)).transitions
+    assert cleared.id == critical.id and "replaced_by" not in cleared.metadata
+    assert cleared.message.startswith("RESOLVED: process_memory critical cleared (usage 10.0 MiB")
+
+
+def test_first_firing_has_no_level_change_in_its_message() -> None:
+    """A firing from ok says only its own level ("EMERGENCY: Memory usage ..."), not a level change."""
+    (alert,) = evaluator().evaluate(process_sample(450, at=1.0)).transitions
+    assert alert.message.startswith("EMERGENCY: Memory usage 450.0 MiB exceeds emergency threshold")
+    assert alert.metadata["previous_level"] == "ok"
+
+
+def test_human_text_says_mib_never_mb() -> None:
+    """Messages, reasons and resolutions write sizes as MiB (the guide's MB are 2**20 bytes)."""
+    ev = evaluator()
+    first = ev.evaluate(process_sample(90, at=1.0, cgroup_limit_mb=100))
+    second = ev.evaluate(process_sample(10, at=2.0, cgroup_limit_mb=100))
+    texts = [a.message for a in first.transitions + second.transitions]
+    texts += [c.reason for c in first.components + second.components]
+    assert texts and all("MB" not in text for text in texts), texts
+    assert any("(85.0 MiB)" in text for text in texts)
+
+
+def test_growth_rate_and_fattest_process_in_message_and_metadata() -> None:
+    """A firing alert names the growth of the judged number (MiB/s over the recent checks) and the largest
+    watched process, in its message and in metadata growth_mib_per_second / fattest_process."""
+    ev = evaluator()
+    ev.evaluate(process_sample(50, at=100.0))
+    ev.evaluate(process_sample(70, at=110.0))
+    (alert,) = ev.evaluate(process_sample(150, at=120.0)).transitions
+    assert alert.metadata["growth_mib_per_second"] == 5.0  # (150 - 50) MiB in 20 s
+    assert alert.metadata["fattest_process"] == {"pid": 42, "name": "app", "rss_mb": 150.0}
+    assert alert.message.endswith("; growing 5 MiB/s; largest process pid 42 (app, 150.0 MiB)")
+
+
+def test_growth_rate_spans_the_window_only() -> None:
+    """Checks older than growth_window_seconds no longer count: the rate is that of the recent checks."""
+    ev = Evaluator(ThresholdRule(THRESHOLDS), hostname="h1", growth_window_seconds=30.0)
+    for t, rss in [(0.0, 10.0), (40.0, 90.0), (50.0, 90.0), (60.0, 90.0)]:
+        ev.evaluate(process_sample(rss, at=t))
+    (alert,) = ev.evaluate(process_sample(120, at=70.0)).transitions
+    assert alert.metadata["growth_mib_per_second"] == 1.0  # (120 - 90) over 30 s, not (120 - 10) over 70 s
+    assert "growing 1 MiB/s" in alert.message
+
+
+def test_first_check_has_no_growth_rate() -> None:
+    """With a single check the rate is unknown: no growth key, no growth words in the message."""
+    (alert,) = evaluator().evaluate(process_sample(150, at=1.0)).transitions
+    assert "growth_mib_per_second" not in alert.metadata
+    assert "growing" not in alert.message and "steady" not in alert.message
+
+
+def test_without_process_data_no_fattest_process() -> None:
+    """A sample without the process list (a cgroup target without pids) fires without fattest_process."""
+    sample = replace(process_sample(150, at=1.0), process=None)
+    (alert,) = evaluator().evaluate(sample).transitions
+    assert "fattest_process" not in alert.metadata and "largest process" not in alert.message
+
+
+def test_growth_text_never_uses_an_exponent() -> None:
+    """Rates read as plain numbers with three significant digits (whole MiB/s from 100 up); tiny ones are steady."""
+    assert growth_text(3906.25) == "growing 3906 MiB/s"
+    assert growth_text(-98.24) == "shrinking 98.2 MiB/s"
+    assert growth_text(0.0123) == "growing 0.0123 MiB/s"
+    assert growth_text(0.0004) == "steady"

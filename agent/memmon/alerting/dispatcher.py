@@ -291,7 +291,11 @@ class AlertDispatcher:
             self._limiter_wake.clear()
             timeout = None if due_at is None else max(0.0, due_at - self.clock())
             try:
-                await asyncio.wait_for(self._limiter_wake.wait(), timeout)
+                # Not asyncio.wait_for: on Python 3.11 a cancel that arrives while it cancels its inner task at
+                # timeout 0 comes out as TimeoutError, so the loop would go on and shutdown would hang
+                # (bpo-42130); asyncio.timeout tells the two apart.
+                async with asyncio.timeout(timeout):
+                    await self._limiter_wake.wait()
             except TimeoutError:
                 self._notify(self.limiter.due())
 

@@ -6,7 +6,8 @@ in the cgroup. Without a counter (no cgroup, or a kernel before 4.13), a kill th
 watched processes counts instead.
 
 The victim comes from the kernel log when it is readable (:class:`memmon.sampling.kernel_log.KernelLog`: the
-``Killed process <pid> (<comm>)`` record, matched to the watched cgroup by its ``task_memcg``), else it is guessed:
+``Killed process <pid> (<comm>)`` record, matched to the watched cgroup by its ``task_memcg``, or by its pid being
+a watched process when the kernel rate-limited the record naming the cgroup), else it is guessed:
 the process that vanished since the previous check with the largest RSS ("probably pid X (name, N MiB), gone since
 the previous check").
 
@@ -215,6 +216,12 @@ class OomKillWatch:
         )
 
     # -- state -----------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the kernel log (at shutdown); a later check opens it again, from its end."""
+        closer = getattr(self.kernel_log, "close", None)
+        if callable(closer):
+            closer()
 
     def active_alerts(self) -> tuple[Alert, ...]:
         """The OOM kill alert firing now, if any."""

@@ -21,7 +21,9 @@ each is one line, wrapped here)::
 
 The first (``dump_oom_summary``) names the cgroups (paths relative to the memory hierarchy's root, as
 ``CgroupSample.path``); the second (``__oom_kill_process``, prefix ``Out of memory`` for a system-wide OOM) names
-the victim and its memory. ``comm`` is at most 15 characters (TASK_COMM_LEN).
+the victim and its memory. ``comm`` is at most 15 characters (TASK_COMM_LEN). The first is rate-limited with the
+rest of the report (``oom_kill_process``: ``__ratelimit(&oom_rs)``, 10 per 5 s), the second never is: in an OOM
+storm most kills come without their cgroup (``OomKill.memcg`` None), seen here on 6.18.
 """
 
 from __future__ import annotations
