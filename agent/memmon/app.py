@@ -23,8 +23,9 @@ from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
 from memmon.actions.recycle import WorkerRecycle, advice
+from memmon.actions.restarting import Recheck
 from memmon.actions.restarts import build_restart
-from memmon.actions.runner import ActionRunner, Recheck, action_outcome
+from memmon.actions.runner import ActionRunner, action_outcome
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
 from memmon.alerting.action_notices import ActionNotices
@@ -458,7 +459,7 @@ class ProductionMemoryMonitor:
         workers = [p for p in (process.processes if process else ()) if p.role == "worker"]
         fattest = max(workers, key=lambda p: p.rss_bytes, default=None)
         budget = self._worker_budget(latest)
-        strategy = self.actions.restart_strategy
+        strategy = self.actions.restarts.strategy
         return {
             "server": server,
             "masters": list(self._process.masters),

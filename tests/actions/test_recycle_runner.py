@@ -72,8 +72,8 @@ async def test_failed_recycles_hit_the_hourly_cap_and_say_restarts_cannot_keep_u
             },
         }
     )
-    assert monitor.actions.restart_strategy is not None
-    assert monitor.actions.restart_strategy.name == "recycle:worker"
+    assert monitor.actions.restarts.strategy is not None
+    assert monitor.actions.restarts.strategy.name == "recycle:worker"
     await monitor.start_monitoring()
     try:
         await wait_until(

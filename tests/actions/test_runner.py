@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from memmon.actions import runner
+from memmon.actions import restarting
 from memmon.actions.signals import SignalRestart
 from memmon.actions.targets import TargetProcesses
 from memmon.evaluation.rules import ThresholdSet
@@ -173,7 +173,7 @@ async def test_restart_cooldown(make_monitor) -> None:
     monitor = make_monitor(
         restart_settings(strategy="signal", grace_seconds=5, cooldown_seconds=3600, max_restarts_per_hour=5),
     )
-    monitor.actions.restart_strategy = SignalRestart(
+    monitor.actions.restarts.strategy = SignalRestart(
         TargetProcesses(pids=lambda: (child.pid,)), grace_seconds=5
     )
     await monitor.start_monitoring()
@@ -207,20 +207,20 @@ async def test_restart_rereads_memory_unless_the_check_is_fresh(make_monitor, mo
     monitor = make_monitor(
         {**restart_settings(strategy="signal", grace_seconds=5, cooldown_seconds=0), "monitoring": quiet}
     )
-    monitor.actions.restart_strategy = SignalRestart(
+    monitor.actions.restarts.strategy = SignalRestart(
         TargetProcesses(pids=lambda: (child.pid,)), grace_seconds=5
     )
     reads = []
-    recheck = monitor.actions.recheck
+    recheck = monitor.actions.restarts.recheck
 
     async def counted() -> Any:
         reads.append(1)
         return await recheck()
 
-    monitor.actions.recheck = counted
+    monitor.actions.restarts.recheck = counted
     # Freshness by the setting, not by this machine's speed (a first check that counts a big heap's gc objects
     # can take over 100 ms in the whole suite).
-    monkeypatch.setattr(runner, "FRESH_SECONDS", 3600.0)
+    monkeypatch.setattr(restarting, "FRESH_SECONDS", 3600.0)
     await monitor.start_monitoring()
     try:
         await monitor.check_now()
@@ -232,7 +232,7 @@ async def test_restart_rereads_memory_unless_the_check_is_fresh(make_monitor, mo
         await monitor.check_now()
         monitor.evaluator.rule.thresholds = emergency
         await asyncio.sleep(0.05)  # past the level cool-down
-        monkeypatch.setattr(runner, "FRESH_SECONDS", 0.0)  # every check is stale now
+        monkeypatch.setattr(restarting, "FRESH_SECONDS", 0.0)  # every check is stale now
         assert (await monitor.check_now()).level == Level.EMERGENCY
         monitor.evaluator.rule.thresholds = NO_THRESHOLDS  # over before the restart's re-read
         await wait_until(lambda: sum(r.action == "restart:signal" for r in monitor.recent_actions()) == 2)

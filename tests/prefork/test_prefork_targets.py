@@ -60,6 +60,25 @@ def test_tree_helpers_on_real_processes() -> None:
         parent.wait()
 
 
+def test_uss_falls_back_to_the_resident_size_when_smaps_is_refused() -> None:
+    """An agent of another user may not read smaps_rollup (ptrace access): the worker's size is then its RSS
+    from statm, which anyone may read, so budgets and the fattest worker still work."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a probe as nobody")
+    probe = "from memmon.sampling.prefork import unique_bytes; print(unique_bytes(1))"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run(
+        [*nobody, PYTHON, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "agent")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    resident = int(Path("/proc/1/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert int(proc.stdout) == resident
+
+
 def test_problem1_match_finds_master_and_workers_by_tree_without_setproctitle() -> None:
     """1. --server with --match 'gunicorn' finds the master and its 3 workers by process tree, though every
     gunicorn process has the same command line (no setproctitle: 'gunicorn: worker' matches nothing)."""

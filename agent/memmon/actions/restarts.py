@@ -9,7 +9,7 @@ from collections.abc import Callable
 from memmon.actions.kubernetes import EvictRestart, KubeConfig, KubernetesClient, why_not_in_cluster
 from memmon.actions.liveness import LivenessRestart
 from memmon.actions.recycle import WorkerRecycle, Workers
-from memmon.actions.runner import RestartStrategy
+from memmon.actions.restarting import RestartStrategy
 from memmon.actions.signals import SignalRestart
 from memmon.actions.systemd import SystemdRestart
 from memmon.actions.targets import TargetProcesses

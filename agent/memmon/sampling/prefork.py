@@ -99,14 +99,24 @@ def tree_tops(pids: Iterable[int], *, proc_root: Path = PROC) -> tuple[int, ...]
 
 def unique_bytes(pid: int, *, proc_root: Path = PROC) -> int | None:
     """USS: ``Private_Clean + Private_Dirty + Private_Hugetlb`` of ``smaps_rollup`` (what the process's exit
-    frees), or None when it cannot be read (gone, not permitted, a kernel before 4.14)."""
+    frees). ``smaps_rollup`` needs ptrace read access (an agent of another user without CAP_SYS_PTRACE is
+    refused) and Linux 4.14: then the resident size from ``statm``, which anyone may read, stands in (an upper
+    bound: it counts pages shared with the master too). None when the process is gone."""
     try:
         text = (proc_root / str(pid) / "smaps_rollup").read_text()
     except OSError:
-        return None
+        return _resident_bytes(pid, proc_root)
     total = 0
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         if key in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"):
             total += int(rest.split()[0]) * 1024  # smaps reports kB (fs/proc/task_mmu.c SEQ_PUT_DEC " kB")
     return total
+
+
+def _resident_bytes(pid: int, proc_root: Path) -> int | None:
+    try:
+        pages = int((proc_root / str(pid) / "statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
