@@ -189,10 +189,11 @@ def test_recycling_a_busy_worker_lets_its_request_finish(kind: str) -> None:
         assert result.detail["replaced_by"] in server.worker_pids()
 
 
-def test_problem5_a_cgroup_target_signals_its_main_process_only() -> None:
+@pytest.mark.parametrize("kind", ["gunicorn-sync", "uwsgi"])
+def test_problem5_a_cgroup_target_signals_its_main_process_only(kind: str) -> None:
     """5. --cgroup alone: the restart targets are the cgroup's main process (the master), never its workers."""
-    skip_unless_runnable("gunicorn-sync")
-    with launch("gunicorn-sync") as server:
+    skip_unless_runnable(kind)
+    with launch(kind) as server:
         targets = TargetProcesses(pids=lambda: (), cgroup_dir=lambda: server.cgroup)
         pids, source = targets.resolve()
         assert pids == (server.master_pid,), source
@@ -206,11 +207,12 @@ def test_problem5_a_cgroup_target_signals_its_main_process_only() -> None:
         assert set(process.workers) == set(server.worker_pids())
 
 
-def test_problem6_sighup_reload_is_judged_replaced_not_failed() -> None:
-    """6. A SIGHUP restart (gunicorn's reload) succeeds when the old workers are gone and new ones are up, in
-    about a second, not "failure: still running after 30 s"."""
-    skip_unless_runnable("gunicorn-sync")
-    with launch("gunicorn-sync") as server:
+@pytest.mark.parametrize("kind", ["gunicorn-sync", "uwsgi"])
+def test_problem6_sighup_reload_is_judged_replaced_not_failed(kind: str) -> None:
+    """6. A SIGHUP restart (gunicorn's and uWSGI's graceful reload) succeeds when the old workers are gone and new
+    ones are up, within seconds, not "failure: still running after 30 s"."""
+    skip_unless_runnable(kind)
+    with launch(kind) as server:
         old = set(server.worker_pids())
         restart = SignalRestart(TargetProcesses(pids=lambda: (server.master_pid,)), signal_name="SIGHUP")
         started = time.monotonic()
