@@ -79,6 +79,32 @@ def test_uss_falls_back_to_the_resident_size_when_smaps_is_refused() -> None:
     assert int(proc.stdout) == resident
 
 
+def test_a_wrapper_shell_is_looked_through() -> None:
+    """A Dockerfile's shell-form CMD (sh forks the server): the master is sh's only child, not sh, and its two
+    children are the workers; sh is neither."""
+    master_code = "import os, time\nfor _ in range(2):\n    os.fork() or time.sleep(60)\ntime.sleep(60)"
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", f'{PYTHON} -c "{master_code}"; true'],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        sampler = ProcessSampler([shell.pid], server=True)
+        while time.monotonic() < deadline:
+            sample = sampler.sample()
+            if len(sampler.workers) == 2:
+                break
+            time.sleep(0.05)
+        (master,) = children_of(shell.pid)
+        assert sampler.masters == (master,)
+        assert set(sampler.workers) == set(children_of(master)) and len(sampler.workers) == 2
+        assert shell.pid not in {p.pid for p in sample.processes}
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
 def test_problem1_match_finds_master_and_workers_by_tree_without_setproctitle() -> None:
     """1. --server with --match 'gunicorn' finds the master and its 3 workers by process tree, though every
     gunicorn process has the same command line (no setproctitle: 'gunicorn: worker' matches nothing)."""

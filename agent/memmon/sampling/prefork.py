@@ -89,6 +89,29 @@ def age_seconds(pid: int, *, proc_root: Path = PROC) -> float | None:
         return None
 
 
+WRAPPERS = frozenset(
+    {"sh", "dash", "bash", "ash", "tini", "dumb-init", "catatonit", "su", "sudo", "runuser", "env"}
+)
+"""Processes that start a server without being it: a Dockerfile's shell-form CMD (``/bin/sh -c "gunicorn ..."``,
+where dash forks rather than execs), an init for containers, a user switch."""
+
+
+def through_wrappers(pid: int, *, proc_root: Path = PROC) -> int:
+    """``pid``, or, while it is a known wrapper (``WRAPPERS``, by ``/proc/<pid>/comm``) with exactly one child,
+    that child: the process whose children are the workers."""
+    seen = {pid}
+    while True:
+        try:
+            name = (proc_root / str(pid) / "comm").read_text().strip()
+        except OSError:
+            return pid
+        children = children_of(pid, proc_root=proc_root)
+        if name not in WRAPPERS or len(children) != 1 or children[0] in seen:
+            return pid
+        pid = children[0]
+        seen.add(pid)
+
+
 def tree_tops(pids: Iterable[int], *, proc_root: Path = PROC) -> tuple[int, ...]:
     """The pids whose parent is not among ``pids``: the masters of a set of matched processes or of a cgroup's
     members (order kept)."""

@@ -33,7 +33,7 @@ import psutil
 
 from memmon.model import ProcessMemory, ProcessSample
 from memmon.sampling.base import SourceUnavailable
-from memmon.sampling.prefork import children_of, lineage, tree_tops
+from memmon.sampling.prefork import children_of, lineage, through_wrappers, tree_tops
 
 
 class _Gone(Exception):
@@ -314,8 +314,17 @@ class ProcessSampler:
             raise SourceUnavailable(f"process {self.label}: no main process in the cgroup")
         return list(memories.values())
 
-    def _with_workers(self, masters: list[ProcessMemory]) -> list[ProcessMemory]:
-        """Add the masters' children, read now; a child that exits meanwhile is skipped."""
+    def _with_workers(self, tops: list[ProcessMemory]) -> list[ProcessMemory]:
+        """The masters (a top, or below the wrappers that started it) and their children, read now; a child that
+        exits meanwhile is skipped; a wrapper counts as neither."""
+        masters = []
+        for top in tops:
+            master = through_wrappers(top.pid)
+            proc = self._cached(master) if master != top.pid else None
+            try:
+                masters.append(top if proc is None else _read(proc))
+            except (_Gone, _Denied):
+                continue
         self._masters = tuple(memory.pid for memory in masters)
         result = [replace(memory, role="master") for memory in masters]
         workers: list[int] = []
