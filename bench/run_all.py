@@ -23,6 +23,8 @@ BENCHMARKS = (
     "oom_race.py",
     "alert_latency.py",
     "leaks.py",
+    "prefork_cost.py",
+    "prefork.py",
 )
 
 
@@ -45,7 +47,7 @@ def main() -> int:
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, str(script), *(["--quick"] if args.quick else [])],
-            capture_output=True, text=True, timeout=1800, check=False,
+            capture_output=True, text=True, timeout=3600, check=False,
         )  # fmt: skip
         took = time.monotonic() - started
         sys.stdout.write(result.stdout)
