@@ -326,3 +326,24 @@ def test_quiet_seconds_must_be_positive() -> None:
     """A quiet period of zero or less is refused at construction."""
     with pytest.raises(ValueError, match="quiet_seconds"):
         OomKillWatch(quiet_seconds=0)
+
+
+def test_a_record_read_before_the_counter_rose_names_the_victim_at_the_next_check(kmsg_file: Path) -> None:
+    """The sample's counter can predate a kill whose record the same check already read (the log is read after
+    sampling): the record waits, and the check whose counter shows the kill names that victim."""
+    oom = watch(kmsg_file)
+    oom.on_evaluation(evaluation_of(sample_of(1.0, 0, [(41, "gunicorn", 100.0), (42, "gunicorn", 200.0)])))
+    log_kill(kmsg_file, 42, "gunicorn", "/app", anon_kib=200 * 1024)
+    assert (
+        oom.on_evaluation(
+            evaluation_of(sample_of(2.0, 0, [(41, "gunicorn", 100.0), (42, "gunicorn", 200.0)]))
+        )
+        == ()
+    )
+    (alert,) = oom.on_evaluation(
+        evaluation_of(sample_of(3.0, 1, [(41, "gunicorn", 100.0), (43, "gunicorn", 30.0)]))
+    )
+    assert alert.metadata["victims"] == [
+        {"pid": 42, "name": "gunicorn", "rss_mb": 200.0, "source": "kernel_log", "memcg": "/app"}
+    ]
+    assert "killed pid 42 (gunicorn, 200.0 MiB anon-rss)" in alert.message

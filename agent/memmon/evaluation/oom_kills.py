@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import collections
 import socket
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Protocol
 
@@ -37,11 +38,20 @@ _VICTIMS_KEPT = 10
 """At most this many victims are listed in one alert's metadata (the count goes on)."""
 
 
+UNCLAIMED_SECONDS = 5.0
+"""A kernel record that no counter rise claimed within this long belongs to nothing memmon counts."""
+
+
 class OomKillSource(Protocol):
     """Where the kernel's OOM kill records come from (:class:`KernelLog` in production)."""
 
     def read_oom_kills(self) -> list[OomKill]:
         """The kills logged since the previous call; never blocks."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """Whether the log can be read (else victims are guessed)."""
         ...
 
 
@@ -64,10 +74,14 @@ class OomKillWatch:
         quiet_seconds: float = 300.0,
         kernel_log: OomKillSource | None = None,
         hostname: str | None = None,
+        record_wait_seconds: float = 0.02,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if quiet_seconds <= 0:
             raise ValueError("quiet_seconds must be positive")
         self.quiet_seconds = quiet_seconds
+        self.record_wait_seconds = record_wait_seconds
+        self.sleep = sleep
         self.kernel_log: OomKillSource = kernel_log if kernel_log is not None else KernelLog()
         self.hostname = hostname or socket.gethostname()
         self.alert: Alert | None = None
@@ -78,6 +92,8 @@ class OomKillWatch:
         self._first_kill_at = 0.0
         self._last_kill_at = 0.0
         self._victims: collections.deque[dict[str, object]] = collections.deque(maxlen=_VICTIMS_KEPT)
+        self._unclaimed: list[tuple[float, OomKill]] = []
+        """(monotonic time read, record) of kills logged before the counter showed them."""
 
     # -- each check ----------------------------------------------------------------------------------------------
 
@@ -86,19 +102,41 @@ class OomKillWatch:
         period; further kills update the firing alert without a transition)."""
         sample = evaluation.sample
         now = sample.timestamp
-        logged = [kill for kill in self.kernel_log.read_oom_kills() if self._ours(kill, sample)]
-        kills = self._counted(sample, logged)
+        fresh = [kill for kill in self.kernel_log.read_oom_kills() if self._ours(kill, sample)]
+        kills = self._counted(sample, fresh)
+        # A record read before this check's counter showed its kill (the sample was taken a moment earlier)
+        # waits here for the check that counts it.
+        horizon = time.monotonic() - UNCLAIMED_SECONDS
+        logged = [kill for at, kill in self._unclaimed if at >= horizon] + fresh
+        self._unclaimed.clear()
         transitions: tuple[Alert, ...] = ()
+        if kills > 0 and not logged and self.kernel_log.available:
+            logged = self._await_record(sample)
         if kills > 0:
             victims = self._victims_of(kills, logged, sample)
             transitions = self._killed(kills, victims, sample, now)
         elif logged and self.alert is not None and self._guessed_last():
             self._relabel(logged, sample)  # the kernel's record came after the counter: name the real victim
+        elif logged:
+            read_at = time.monotonic()
+            self._unclaimed.extend((read_at, kill) for kill in logged[-_VICTIMS_KEPT:])
         elif self.alert is not None and now - self._last_kill_at >= self.quiet_seconds:
             transitions = (self._resolve(sample, now),)
         if sample.process is not None:
             self._previous = {p.pid: p for p in sample.process.processes}
         return transitions
+
+    def _await_record(self, sample: MemorySample) -> list[OomKill]:
+        """The kernel counts the kill before it logs it (mm/oom_kill.c ``__oom_kill_process``: the memcg event,
+        SIGKILL, then ``pr_err("Killed process ...")``), and a check woken by the counter can fall in between: wait
+        up to ``record_wait_seconds`` (microseconds in practice) so that the first message names the victim."""
+        deadline = time.monotonic() + self.record_wait_seconds
+        while time.monotonic() < deadline:
+            self.sleep(0.002)
+            logged = [kill for kill in self.kernel_log.read_oom_kills() if self._ours(kill, sample)]
+            if logged:
+                return logged
+        return []
 
     def _ours(self, kill: OomKill, sample: MemorySample) -> bool:
         if sample.cgroup is not None and (kill.memcg is not None or kill.oom_memcg is not None):
