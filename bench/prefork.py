@@ -45,7 +45,9 @@ A cell whose runs could not run (memmon refused its flags, a server did not star
 below the table; the other cells still run.
 
 Usage: ``python bench/prefork.py [--quick] [--runs 3] [--duration 30] [--rates 20,100,500]
-[--servers gunicorn-sync,gunicorn-gthread,uwsgi] [--rows kernel,max-requests,memmon]``. ``--quick`` (the smoke
+[--servers gunicorn-sync,gunicorn-gthread,uwsgi] [--rows kernel,max-requests,memmon] [--memmon-server-args
+'--forkbomb-delay 0']`` (the last: server flags for the memmon row only; by default it runs the server's
+defaults, like the kernel row). ``--quick`` (the smoke
 test): 1 run of 2 s at 100 MB/s per cell, figures not meaningful. Results are also written as JSON to
 ``bench/results/prefork-<time>.json`` (not for ``--quick`` unless ``--json`` says where). Needs root and a writable
 cgroup v1 memory hierarchy at /sys/fs/cgroup/memory; otherwise it says so and exits 0.
@@ -251,7 +253,9 @@ class Run:
 def one_run(kind: str, rate: float, row: str, args: argparse.Namespace) -> Run:
     """Start the server (and memmon), load it for ``args.duration`` seconds, stop everything, report."""
     recycling = max_requests_args(kind, rate, args.max_requests_fraction, args.uwsgi_recycling)
-    extra = recycling if row == "max-requests" else []
+    extra = (
+        recycling if row == "max-requests" else (args.memmon_server_args.split() if row == "memmon" else [])
+    )
     run = Run(kind, rate, row, server_args=extra)
     started = time.monotonic()
     try:
@@ -416,6 +420,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rates", default="20,100,500", help="leak rates, MB/s, comma-separated")
     parser.add_argument("--servers", default=",".join(SERVER_KINDS), help="servers, comma-separated")
     parser.add_argument("--rows", default=",".join(ROWS), help="protections, comma-separated")
+    parser.add_argument(
+        "--memmon-server-args",
+        default="",
+        help="memmon row: extra server flags (e.g. uWSGI '--forkbomb-delay 0'; default none: the server's defaults)",
+    )
     parser.add_argument(
         "--max-requests-fraction", type=float, default=0.70,
         help="max-requests: recycle a worker once it leaked its share of this fraction of the limit (default 0.70)",

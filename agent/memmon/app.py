@@ -112,6 +112,7 @@ class ProductionMemoryMonitor:
         self.nonessential = NonessentialWorkers()
         self.pod_reporter = build_pod_reporter(self.settings)
         self.targets = build_targets(self.settings, self.sampler)
+        self._most_workers = 0
         self.actions = self._build_actions()
         self.leakwatch = LeakWatch(
             self.settings,
@@ -197,7 +198,10 @@ class ProductionMemoryMonitor:
             return None
         if target.worker_budget_mb is not None:
             return int(target.worker_budget_mb * MB)
-        workers = sum(p.role == "worker" for p in process.processes)
+        # The most workers seen, not those alive now: a server whose workers are being replaced must not
+        # hand the survivors a bigger share.
+        self._most_workers = max(self._most_workers, sum(p.role == "worker" for p in process.processes))
+        workers = self._most_workers
         warning = self._level_bytes(evaluation, Level.WARNING)
         if not workers or warning is None:
             return None

@@ -30,6 +30,7 @@ RESPAWNING = """
 import os, time
 def spawn():
     if os.fork() == 0:
+        held = b"\\x01" * (4 << 20)  # 4 MiB of its own (unique) memory
         time.sleep(120)
         os._exit(0)
 for _ in range(3):
@@ -123,7 +124,39 @@ async def test_recycling_goes_on_while_the_emergency_lasts(make_monitor, respawn
         await monitor.stop_monitoring()
     recycles = [r for r in monitor.recent_actions() if r.action == "recycle:worker" and "pid" in r.detail]
     assert len({r.detail["pid"] for r in recycles}) >= 3
-    assert all(r.success and r.detail["replaced_by"] for r in recycles[:3])
+    # At emergency the next worker goes as soon as the previous exited: its replacement is not awaited.
+    assert all(r.success and r.detail["replaced_by"] is None for r in recycles[:3])
     note = next(r for r in monitor.recent_actions() if r.detail.get("cannot_keep_up"))
     assert "still emergency after recycling 3 worker(s)" in (note.error or "")
     assert not note.detail["skipped"]
+
+
+async def test_one_check_recycles_every_worker_over_its_budget_one_at_a_time(
+    make_monitor, respawning_server: int
+) -> None:
+    """A single check that finds workers over their budget recycles them one after another (each once the
+    previous one's replacement is up), reading their RSS afresh, without waiting for the next check."""
+    quiet = {"check_interval": 3600, "kernel_events": False, "usage_watch": {"enabled": False}}
+    monitor = make_monitor(
+        {
+            "target": {"server": "generic", "pids": [respawning_server], "worker_budget_mb": 1},
+            "thresholds": {
+                "memory_warning_mb": 100_000,
+                "memory_critical_mb": 200_000,
+                "memory_emergency_mb": 300_000,
+            },
+            "monitoring": quiet,
+        }
+    )
+    await monitor.start_monitoring()
+    try:
+        await wait_until(
+            lambda: sum(r.action == "recycle:worker" for r in monitor.recent_actions()) >= 3, within=20
+        )
+        assert monitor.telemetry.checks.value() == 1
+    finally:
+        await monitor.stop_monitoring()
+    recycles = [r for r in monitor.recent_actions() if r.action == "recycle:worker"]
+    assert len(recycles) == 3 and all(r.success and r.detail["replaced_by"] for r in recycles)
+    assert all("over its budget of 1 MiB" in str(r.detail["reason"]) for r in recycles)
+    assert len({r.detail["pid"] for r in recycles}) == 3

@@ -23,7 +23,7 @@ from tests.prefork.servers import free_port
 class RunningAgent:
     """A memmon subprocess and its health port; ``log`` is filled when it has stopped."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     port: int
     log: str = ""
 
@@ -62,7 +62,10 @@ def running_agent(
             path = Path(state) / "config.json"
             path.write_text(json.dumps(config))
             argv += ["--config", str(path)]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A file, not a pipe: a pipe nobody reads fills up and then blocks memmon's logging (and its loop).
+        log_path = Path(state) / "memmon.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
         agent = RunningAgent(process, port)
         try:
             deadline = time.monotonic() + start_timeout
@@ -72,15 +75,14 @@ def running_agent(
                     break
                 except OSError:
                     if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"memmon did not start: {process.communicate()[0][-2000:]}"
-                        ) from None
+                        raise RuntimeError(f"memmon did not start: {log_path.read_text()[-2000:]}") from None
                     time.sleep(0.1)
             yield agent
         finally:
             process.terminate()
             try:
-                agent.log = process.communicate(timeout=10)[0]
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-                agent.log = process.communicate()[0]
+                process.wait()
+            agent.log = log_path.read_text(errors="replace")

@@ -181,7 +181,7 @@ def test_problem4_workers_are_reread_at_every_check_and_the_fattest_is_recycled(
         sizes = {pid: unique_bytes(pid) or 0 for pid in server.worker_pids()}
         recycle = WorkerRecycle(sampler.current_workers, grace_seconds=10)
         sampler.sample()
-        result = _run(recycle.restart("test"))
+        result = _run(recycle.recycle("test"))
         assert result.success, result.error
         assert result.detail["pid"] == max(sizes, key=lambda pid: sizes[pid])
         after = sampler.sample()

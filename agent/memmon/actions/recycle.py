@@ -8,7 +8,8 @@ server's own (the presets in ``memmon.config_sections.SERVER_PRESETS`` cite wher
 ``WorkerRecycle.restart()`` (the ``recycle`` graceful-restart strategy) picks the worker with the largest unique
 set size (what its exit frees), signals it, waits up to ``grace_seconds`` for it to exit (SIGKILL after that only
 with ``kill_after_grace``) and then up to ``respawn_seconds`` for the master to have a new child, so that the
-next recycle never leaves the server with one worker fewer than it had.
+next recycle never leaves the server with one worker fewer than it had. At emergency it awaits only the exit
+(``restart()``): the alternative to a worker fewer for a moment is an OOM kill.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from memmon.actions.signals import alive, send_signal
 from memmon.model import MB, ActionResult, ProcessMemory, frozen_mapping
-from memmon.sampling.prefork import age_seconds, children_of, unique_bytes
+from memmon.sampling.prefork import age_seconds, children_of, resident_bytes, unique_bytes
 
 Workers = Callable[[], Sequence[tuple[int, int]]]
 """(worker pid, its master pid) pairs, read at the moment of acting."""
@@ -108,6 +109,7 @@ class WorkerRecycle:
         self.is_alive = is_alive
         self.age = age
         self.poll = poll
+        self._exiting: set[int] = set()
         self.lives: collections.deque[WorkerLife] = collections.deque(maxlen=50)
         """The latest recycled workers' lives, for :func:`advice`."""
 
@@ -120,6 +122,8 @@ class WorkerRecycle:
         ``smaps_rollup`` of each worker (about 0.1 ms each), so only at the moment of acting."""
         best: tuple[int, int, int | None] | None = None
         for worker, master in self.workers():
+            if worker in self._exiting:
+                continue  # already told to go (a budget recycle waiting for its replacement)
             size = self.unique(worker)
             if best is None or (size or 0) > (best[2] or 0):
                 best = (worker, master, size)
@@ -129,7 +133,11 @@ class WorkerRecycle:
         """The worker to recycle for its budget, None when all are within it: the RSS of the latest sample
         rules out most workers for free (USS <= RSS); the USS of the rest is read now."""
         candidates = sorted(
-            (p for p in processes if p.role == "worker" and p.rss_bytes > budget_bytes),
+            (
+                p
+                for p in processes
+                if p.role == "worker" and p.rss_bytes > budget_bytes and p.pid not in self._exiting
+            ),
             key=lambda p: p.rss_bytes,
             reverse=True,
         )
@@ -139,13 +147,27 @@ class WorkerRecycle:
                 return process.pid
         return None
 
-    async def restart(self, reason: str) -> ActionResult:
-        """Recycle the fattest worker."""
-        return await self.recycle(reason)
+    def over_budget_now(self, budget_bytes: int) -> int | None:
+        """:meth:`over_budget` over the current workers, their RSS read now (``statm``): the next worker to
+        recycle right after one was, without waiting for a check."""
+        processes = []
+        for pid, _master in self.workers():
+            rss = resident_bytes(pid)
+            if rss is not None:
+                processes.append(ProcessMemory(pid, "", rss, 0, role="worker"))
+        return self.over_budget(processes, budget_bytes)
 
-    async def recycle(self, reason: str, pid: int | None = None) -> ActionResult:
-        """Recycle ``pid`` (a current worker) or the fattest; success when it exited in time (and a replacement
-        is up, where the master forks one)."""
+    async def restart(self, reason: str) -> ActionResult:
+        """At emergency: recycle the fattest worker without awaiting its replacement (the runner recycles the next
+        at once if the emergency lasts: waiting for a slow master, uWSGI's respawns up to a second apart and a
+        2 s pause after a burst, would leave the other workers to the OOM killer)."""
+        return await self.recycle(reason, await_replacement=False)
+
+    async def recycle(
+        self, reason: str, pid: int | None = None, *, await_replacement: bool = True
+    ) -> ActionResult:
+        """Recycle ``pid`` (a current worker) or the fattest; success when it exited in time and, with
+        ``await_replacement``, a replacement is up (where the master forks one)."""
         started = time.time()
         current = dict(self.workers())
         if pid is not None and pid in current:
@@ -157,6 +179,15 @@ class WorkerRecycle:
                 started, reason, {"workers": 0}, "no worker to recycle (the master has no children)"
             )
         worker, master, size = choice
+        self._exiting.add(worker)
+        try:
+            return await self._recycle(worker, master, size, reason, started, await_replacement)
+        finally:
+            self._exiting.discard(worker)
+
+    async def _recycle(
+        self, worker: int, master: int, size: int | None, reason: str, started: float, await_replacement: bool
+    ) -> ActionResult:
         lifetime = self.age(worker)
         before = set(self.children(master))
         sent, failed = send_signal((worker,), self.signum)
@@ -182,6 +213,11 @@ class WorkerRecycle:
                 "; sent SIGKILL" if killed else ""
             )
             return self._result(started, reason, detail, error)
+        if lifetime is not None:
+            detail["lifetime_seconds"] = round(lifetime, 3)
+        if not await_replacement:
+            detail["replaced_by"] = None
+            return self._result(started, reason, detail, None)
         replaced_at = time.monotonic()
         replaced = await self._wait(
             lambda: bool(set(self.children(master)) - before) or not self.is_alive(master),
@@ -190,8 +226,6 @@ class WorkerRecycle:
         new = sorted(set(self.children(master)) - before)
         detail["replaced_by"] = new[0] if new else None
         detail["replace_seconds"] = round(time.monotonic() - replaced_at, 3)
-        if lifetime is not None:
-            detail["lifetime_seconds"] = round(lifetime, 3)
         if new and lifetime and size is not None:
             fresh = self.unique(new[0])
             if fresh is not None:

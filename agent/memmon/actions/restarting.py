@@ -6,9 +6,10 @@ confirm afterwards how much memory was freed and whether the kernel's OOM killer
 time, a cool-down after each whole-target restart, and at most ``max_restarts_per_hour`` restarts that failed or
 freed nothing (reaching it is reported once as "restarts cannot keep up"). ``dry_run`` decides and logs.
 
-Pre-fork servers (a ``WorkerRecycler`` strategy, ``memmon.actions.recycle.WorkerRecycle``): while the emergency
-lasts, the next fattest worker is recycled as soon as the previous one's replacement is up; and at any level a
-worker over its budget (``worker_budget``) is recycled early, one at a time.
+Pre-fork servers (a ``WorkerRecycler`` strategy, ``memmon.actions.recycle.WorkerRecycle``): at any level a worker
+over its budget (``worker_budget``) is recycled early, one at a time, each once the previous one's replacement is
+up; at emergency the fattest worker is recycled, then the next as soon as the previous one exited, while the
+emergency lasts, never held up by a budget recycle that waits for a slow master's replacement.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ class WorkerRecycler(Protocol):
 
     def over_budget(self, processes: Sequence[ProcessMemory], budget_bytes: int) -> int | None: ...
 
+    def over_budget_now(self, budget_bytes: int) -> int | None: ...
+
     async def restart(self, reason: str) -> ActionResult: ...
 
-    async def recycle(self, reason: str, pid: int | None = None) -> ActionResult: ...
+    async def recycle(
+        self, reason: str, pid: int | None = None, *, await_replacement: bool = True
+    ) -> ActionResult: ...
 
 
 class Restarts:
@@ -95,6 +100,10 @@ class Restarts:
         self._dry_budget: set[int] = set()
         self._cap_reported = False
         self._task: asyncio.Task[None] | None = None
+        """The restart (or the emergency's recycling) running now."""
+        self._budget_task: asyncio.Task[None] | None = None
+        """Budget recycles running now: never in the way of the emergency's (the strategy skips a worker that
+        is already being recycled)."""
 
     def on_evaluation(self, evaluation: Evaluation) -> None:
         """Every check: at emergency the restart (never delayed by the per-level cool-down), else the budget."""
@@ -112,11 +121,11 @@ class Restarts:
                     clear()
 
     async def close(self, wait_seconds: float) -> None:
-        """Wait briefly for a running restart, then cancel it."""
-        task = self._task
-        if task is None or task.done():
+        """Wait briefly for a running restart or recycle, then cancel it."""
+        running = {task for task in (self._task, self._budget_task) if task is not None and not task.done()}
+        if not running:
             return
-        _done, pending = await asyncio.wait({task}, timeout=wait_seconds)
+        _done, pending = await asyncio.wait(running, timeout=wait_seconds)
         for leftover in pending:
             leftover.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -124,6 +133,10 @@ class Restarts:
     @property
     def _idle(self) -> bool:
         return self._task is None or self._task.done()
+
+    @property
+    def _budget_idle(self) -> bool:
+        return self._idle and (self._budget_task is None or self._budget_task.done())
 
     def _start_restart(self, evaluation: Evaluation) -> None:
         """Start the graceful restart at emergency unless one is running or its cool-down has not passed (a
@@ -149,7 +162,7 @@ class Restarts:
         """Recycle a worker over its budget (one at a time, never while a restart runs)."""
         strategy = self.strategy
         process = evaluation.sample.process
-        if not isinstance(strategy, WorkerRecycler) or process is None or not self._idle:
+        if not isinstance(strategy, WorkerRecycler) or process is None or not self._budget_idle:
             return
         budget = self.worker_budget(evaluation)
         if budget is None or self._blocked(strategy) is not None:
@@ -157,17 +170,26 @@ class Restarts:
         pid = strategy.over_budget(process.processes, budget)
         if pid is None:
             return
-        reason = f"worker {pid} over its budget of {budget / MB:.0f} MiB"
         if self.settings.dry_run:
             if pid not in self._dry_budget:
                 self._dry_budget.add(pid)
                 self.record(self.dry(strategy.name, evaluation.level))
             return
-        self._task = asyncio.ensure_future(self._budget_recycle(strategy, pid, reason))
+        self._budget_task = asyncio.ensure_future(self._budget_recycle(strategy, pid, budget))
 
-    async def _budget_recycle(self, strategy: WorkerRecycler, pid: int, reason: str) -> None:
-        log.info("recycling worker %d: %s", pid, reason)
-        self._count(self.record(await strategy.recycle(reason, pid)))
+    async def _budget_recycle(self, strategy: WorkerRecycler, pid: int | None, budget: int) -> None:
+        """Recycle ``pid``, then the next worker over its budget (RSS read now), one at a time, each once the
+        previous one's replacement is up: at a fast leak every worker crosses its budget between two checks."""
+        for _ in range(max(1, strategy.worker_count())):
+            if pid is None:
+                return
+            reason = f"worker {pid} over its budget of {budget / MB:.0f} MiB"
+            log.info("recycling worker %d: %s", pid, reason)
+            result = self.record(await strategy.recycle(reason, pid))
+            self._count(result)
+            if not result.success or self._blocked(strategy) is not None or not self._idle:
+                return  # an emergency took over
+            pid = strategy.over_budget_now(budget)
 
     def _blocked(self, strategy: RestartStrategy) -> str | None:
         """Why a restart may not run now (cool-down, too many failures in the last hour), else None."""
@@ -190,8 +212,11 @@ class Restarts:
         return None
 
     def _count(self, result: ActionResult) -> None:
-        """A restart that failed or freed nothing counts against ``max_restarts_per_hour``."""
-        if not result.success or result.detail.get("freed_bytes") == 0:
+        """A restart that freed nothing counts against ``max_restarts_per_hour``: where what it freed is known,
+        by that alone (a recycle that freed its worker's memory helped, even if the kernel killed another worker
+        meanwhile); else by its success."""
+        freed = result.detail.get("freed_bytes")
+        if (freed == 0) if freed is not None else not result.success:
             self._failures.append(self.clock())
 
     async def _restart(self, reason: str, entered: Recheck, entered_at: float) -> None:
@@ -202,8 +227,10 @@ class Restarts:
         assert strategy is not None
         blocked = self._blocked(strategy)
         if blocked is not None:
-            self._cap_reported = blocked.startswith("restarts cannot")
-            self.record(_skipped(strategy.name, blocked, cannot_keep_up=self._cap_reported))
+            capped = blocked.startswith("restarts cannot")
+            if not (capped and self._cap_reported):  # "cannot keep up" is said once, not at every emergency
+                self.record(_skipped(strategy.name, blocked, cannot_keep_up=capped))
+            self._cap_reported = capped
             return
         if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
             await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long

@@ -101,7 +101,7 @@ class ActionRunner:
             return transitions
         last = self._last_run.get(level)
         if last is not None and self.clock() - last < self.settings.cooldown_seconds:
-            log.info("%s actions skipped: ran %.0fs ago (cool-down)", level.label, self.clock() - last)
+            log.debug("%s actions skipped: ran %.0fs ago (cool-down)", level.label, self.clock() - last)
             return transitions
         self._last_run[level] = self.clock()
         results = self._in_process(level) if self.in_process else []

@@ -128,7 +128,7 @@ def unique_bytes(pid: int, *, proc_root: Path = PROC) -> int | None:
     try:
         text = (proc_root / str(pid) / "smaps_rollup").read_text()
     except OSError:
-        return _resident_bytes(pid, proc_root)
+        return resident_bytes(pid, proc_root=proc_root)
     total = 0
     for line in text.splitlines():
         key, _, rest = line.partition(":")
@@ -137,7 +137,8 @@ def unique_bytes(pid: int, *, proc_root: Path = PROC) -> int | None:
     return total
 
 
-def _resident_bytes(pid: int, proc_root: Path) -> int | None:
+def resident_bytes(pid: int, *, proc_root: Path = PROC) -> int | None:
+    """RSS from ``statm`` (field 2, pages; proc(5)), None when the process is gone."""
     try:
         pages = int((proc_root / str(pid) / "statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
