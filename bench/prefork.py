@@ -46,8 +46,9 @@ below the table; the other cells still run.
 
 Usage: ``python bench/prefork.py [--quick] [--runs 3] [--duration 30] [--rates 20,100,500]
 [--servers gunicorn-sync,gunicorn-gthread,uwsgi] [--rows kernel,max-requests,memmon] [--memmon-server-args
-'--forkbomb-delay 0']`` (the last: server flags for the memmon row only; by default it runs the server's
-defaults, like the kernel row). ``--quick`` (the smoke
+'--forkbomb-delay 0'] [--max-requests-tuned-for 20]`` (``--memmon-server-args``: server flags for the memmon row
+only, by default it runs the server's defaults like the kernel row; ``--max-requests-tuned-for``: one N, tuned for
+that rate, at every rate, as an operator who tuned it once would run it). ``--quick`` (the smoke
 test): 1 run of 2 s at 100 MB/s per cell, figures not meaningful. Results are also written as JSON to
 ``bench/results/prefork-<time>.json`` (not for ``--quick`` unless ``--json`` says where). Needs root and a writable
 cgroup v1 memory hierarchy at /sys/fs/cgroup/memory; otherwise it says so and exits 0.
@@ -252,7 +253,8 @@ class Run:
 
 def one_run(kind: str, rate: float, row: str, args: argparse.Namespace) -> Run:
     """Start the server (and memmon), load it for ``args.duration`` seconds, stop everything, report."""
-    recycling = max_requests_args(kind, rate, args.max_requests_fraction, args.uwsgi_recycling)
+    tuned = args.max_requests_tuned_for or rate
+    recycling = max_requests_args(kind, tuned, args.max_requests_fraction, args.uwsgi_recycling)
     extra = (
         recycling if row == "max-requests" else (args.memmon_server_args.split() if row == "memmon" else [])
     )
@@ -378,11 +380,16 @@ def print_report(
             leak = leak_per_request(rate)
             flags = {
                 kind: " ".join(
-                    max_requests_args(kind, rate, args.max_requests_fraction, args.uwsgi_recycling)
+                    max_requests_args(
+                        kind,
+                        args.max_requests_tuned_for or rate,
+                        args.max_requests_fraction,
+                        args.uwsgi_recycling,
+                    )
                 )
                 for kind in args.servers
             }
-            n = max_requests(rate, args.max_requests_fraction)
+            n = max_requests(args.max_requests_tuned_for or rate, args.max_requests_fraction)
             print(
                 f"- {rate:g} MB/s ({leak / MIB:.2f} MiB a request): N = {n}; "
                 + "; ".join(f"{kind}: `{text}`" for kind, text in flags.items())
@@ -420,6 +427,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rates", default="20,100,500", help="leak rates, MB/s, comma-separated")
     parser.add_argument("--servers", default=",".join(SERVER_KINDS), help="servers, comma-separated")
     parser.add_argument("--rows", default=",".join(ROWS), help="protections, comma-separated")
+    parser.add_argument(
+        "--max-requests-tuned-for",
+        type=float,
+        default=None,
+        help="max-requests: tune N for this leak rate (MB/s) at every rate (default: each cell's own rate)",
+    )
     parser.add_argument(
         "--memmon-server-args",
         default="",

@@ -261,12 +261,19 @@ def test_problem7_shipped_defaults_keep_up_with_a_fast_leak(kind: str) -> None:
         with running_agent(flags) as agent:
             kills = server.oom_kills()
             load = run_load(server.port, rate=30, duration=12, path=leak_path(int(100 * MIB / 30)))
+            report = agent.get("/health/memory")["server"]
         agent_log = agent.log.splitlines()
         assert server.oom_kills() == kills
         assert load.failed == 0, load.errors
         recycles = [line for line in agent_log if "action recycle:worker: success" in line]
         assert len(recycles) >= 5
         assert not [line for line in agent_log if "skipped" in line and "recycle" in line]
+        # 6 (what to build): the advice for the server's own setting, from the recycled workers' lives
+        assert report["server"] == server_name and report["workers"] == 3 and report["worker_budget_mb"] > 0
+        recycling = report["recycling"]
+        assert recycling["recycled_workers"] >= 1 and recycling["worker_growth_mib_per_second"] > 1, recycling
+        setting = "--reload-on-rss" if server_name == "uwsgi" else "--max-requests about"
+        assert setting in recycling["advice"], recycling
 
 
 def test_problem8_check_config_shows_the_plan_and_unreachable_thresholds() -> None:

@@ -105,8 +105,10 @@ def through_wrappers(pid: int, *, proc_root: Path = PROC) -> int:
             name = (proc_root / str(pid) / "comm").read_text().strip()
         except OSError:
             return pid
+        if name not in WRAPPERS:
+            return pid
         children = children_of(pid, proc_root=proc_root)
-        if name not in WRAPPERS or len(children) != 1 or children[0] in seen:
+        if len(children) != 1 or children[0] in seen:
             return pid
         pid = children[0]
         seen.add(pid)
