@@ -318,6 +318,12 @@ def test_memory_high_guard_throttles_and_psi_trigger_fires(installed: Install, r
         echo "pressure=$(head -n 1 "$cg/memory.pressure")"
         echo "leak_state=$(prop leak.service ActiveState)"
         echo "oom_kills=$(($(vm_oom_kills) - oom0))"
+        # Stop the leaker first: once memory.high is max again it would run into MemoryMax at once, be OOM-killed
+        # (Restart=no) and take its cgroup along before memory.high is read (seen once in CI). A throttled task
+        # takes the signal only on its way back to user space, hence the wait for state T.
+        systemctl kill -s SIGSTOP leak.service
+        stopped() { [ "$(awk '{print $3}' "/proc/$(prop leak.service MainPID)/stat")" = T ]; }
+        wait_until 20 stopped || echo "leak_not_stopped=1"
         systemctl stop memmon.service
         echo "memory_high_after_stop=$(cat "$cg/memory.high")"
         systemctl stop leak.service
