@@ -11,7 +11,8 @@
 # through an ARG so that hadolint can check the tag.)
 
 # ---------------------------------------------------------------------------------------------------------------
-# builder: a wheel of memmon (with the `kubernetes` extra and every dependency as wheels), installed into a venv.
+# builder: a wheel of memmon (and every runtime dependency as wheels), installed into a venv. No extra: the
+# Kubernetes integration speaks to the API server with aiohttp (no module imports the `kubernetes` client).
 FROM python:3.11-slim-bookworm AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -23,14 +24,14 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY agent/ ./agent/
 
-# 1. wheels for memmon[kubernetes] and all its dependencies;
+# 1. wheels for memmon and all its runtime dependencies;
 # 2. a venv without pip (nothing in the final image can install packages);
-# 3. memmon[kubernetes] installed into it from those wheels only (--no-index: exactly what step 1 resolved),
+# 3. memmon installed into it from those wheels only (--no-index: exactly what step 1 resolved),
 #    byte-compiled here because the final image runs on a read-only root file system.
-RUN python -m pip wheel --wheel-dir /wheels ".[kubernetes]" \
+RUN python -m pip wheel --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/memmon \
     && python -m pip --python /opt/memmon/bin/python install --no-index --find-links /wheels \
-        "memmon[kubernetes]" \
+        memmon \
     && /opt/memmon/bin/memmon --version
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,9 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two stamps: `make run` installs only what running needs (memmon and its runtime dependencies: 50 MB, 21 s here);
+# every other target adds the test tool chain (pytest, ruff, mypy, Playwright, gunicorn, uWSGI...: 503 MB).
+RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd \
+.PHONY: run install test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd \
 	lint-dockerfile test-kernel
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
@@ -20,13 +23,21 @@ $(BIN)/python:
 	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
 	  else echo "error: '$(PYTHON) -m venv' failed; install python3-venv" >&2; exit 1; fi; }
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(RUN_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/memmon
+# What running needs, in .venv: then `.venv/bin/memmon ...` (or `. .venv/bin/activate` and `memmon ...`).
+install: $(RUN_STAMP)
+
+# `make run ARGS='--pid 1234 --check-interval 1'` passes flags to memmon.
+run: $(RUN_STAMP)
+	$(BIN)/memmon $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests
@@ -68,9 +79,10 @@ manifests-check: helm-tools
 lint-dockerfile: $(STAMP)
 	scripts/lint_dockerfile.sh
 
-# The systemd unit and its environment file (run as root); scripts/install_systemd.sh --dry-run shows the steps.
+# The systemd unit and its environment file (run as root). `make install-systemd ARGS=--dry-run` prints the steps
+# only (make's own --dry-run would print this recipe, not the script's steps).
 install-systemd:
-	scripts/install_systemd.sh
+	scripts/install_systemd.sh $(ARGS)
 
 # kind end-to-end tests (need Docker and kind; they skip, saying so, where those are missing).
 e2e: $(STAMP) helm-tools
