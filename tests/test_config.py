@@ -130,9 +130,9 @@ def test_null_threshold_levels_are_left_out(tmp_path: Path) -> None:
 
 
 def test_negative_interval_is_rejected(tmp_path: Path) -> None:
-    """check_interval must be > 0: the line shows the path, pydantic's expectation and the value."""
+    """check_interval must be >= 0.05: the line shows the path, pydantic's expectation and the value."""
     lines = problems({"monitoring": {"check_interval": -5}}, tmp_path)
-    assert lines == ["monitoring.check_interval: Input should be greater than 0; got -5"]
+    assert lines == ["monitoring.check_interval: Input should be greater than or equal to 0.05; got -5"]
 
 
 def test_bad_regex_shows_the_re_error(tmp_path: Path) -> None:

@@ -42,6 +42,20 @@ def test_shipped_example_configs_pass_check_config(path: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"{ROOT / path}: ok" in result.stdout
+    assert "None" not in result.stdout  # a threshold family switched off is left out, not printed as None
+
+
+def test_check_config_leaves_out_a_threshold_family_that_is_off() -> None:
+    """The summary of config/production.json (MiB thresholds null) shows only the percent thresholds."""
+    result = subprocess.run(
+        [sys.executable, "-m", "memmon", "check-config", str(ROOT / "config" / "production.json")],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert "warning/critical/emergency at 75/85/92 % of the limit\n" in result.stdout, result.stdout
 
 
 def test_start_script_runs_under_a_python_without_the_dependencies(tmp_path: Path) -> None:

@@ -106,3 +106,100 @@ async def test_next_interval_shortens_the_wait() -> None:
     loop.stop()
     await asyncio.wait_for(task, 1)
     assert ticks >= 3
+
+
+async def test_triggers_within_the_gap_are_coalesced_but_a_higher_rank_is_not_held() -> None:
+    """A storm of same-rank triggers waits for trigger_gap (one tick); a higher-ranked trigger ticks at once."""
+    ticks = 0
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        ticked.set()
+
+    async def next_tick() -> None:
+        await asyncio.wait_for(ticked.wait(), 5)
+        ticked.clear()
+
+    loop = FixedRateLoop(tick, 3600.0, trigger_gap=3600.0)
+    task = asyncio.create_task(loop.run())
+    await next_tick()  # the first, scheduled tick
+    loop.trigger(100)  # a crossing at 100: nothing served in this burst yet, so at once
+    await next_tick()
+    for _ in range(50):  # a storm at the same line: held for the gap
+        loop.trigger(100)
+        await asyncio.sleep(0)
+    loop.trigger(0)
+    await asyncio.sleep(0.2)
+    assert ticks == 2
+    loop.trigger(200)  # a higher line: at once, and it serves the held triggers too
+    await next_tick()
+    await asyncio.sleep(0.2)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert ticks == 3
+    assert loop.triggered_ticks == 2
+
+
+async def test_held_triggers_run_one_tick_at_the_end_of_the_gap() -> None:
+    """Triggers held by the gap are never dropped: they run exactly one tick once the gap has passed."""
+    starts: list[float] = []
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        starts.append(time.monotonic())
+        ticked.set()
+
+    async def next_tick() -> None:
+        await asyncio.wait_for(ticked.wait(), 5)
+        ticked.clear()
+
+    loop = FixedRateLoop(tick, 3600.0, trigger_gap=0.3)
+    task = asyncio.create_task(loop.run())
+    await next_tick()  # scheduled
+    loop.trigger()
+    await next_tick()  # the first trigger of a burst: at once
+    for _ in range(20):
+        loop.trigger()
+        await asyncio.sleep(0)
+    await next_tick()  # the held ones: one tick, at the end of the gap
+    await asyncio.sleep(0.5)
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert len(starts) == 3
+    assert starts[2] - starts[1] >= 0.3
+
+
+async def test_a_trigger_the_tick_found_to_be_noise_is_held_but_a_confirmed_one_is_not() -> None:
+    """A tick triggered for rank 100 that then serves only 50 (memory was below the line again) holds further
+    rank-100 triggers for the gap; a higher line still ticks at once."""
+    ticks = 0
+    ticked = asyncio.Event()
+    serve = 50.0
+
+    loop: FixedRateLoop
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        loop.served(serve)
+        ticked.set()
+
+    async def next_tick() -> None:
+        await asyncio.wait_for(ticked.wait(), 5)
+        ticked.clear()
+
+    loop = FixedRateLoop(tick, 3600.0, trigger_gap=3600.0)
+    task = asyncio.create_task(loop.run())
+    await next_tick()  # the first, scheduled tick: serves 50
+    loop.trigger(100)  # above what was served: at once
+    await next_tick()  # ... and it found memory below the line again (served 50 < 100): noise
+    loop.trigger(100)
+    await asyncio.sleep(0.2)
+    assert ticks == 2  # the same crossing again is held for the gap, not run at once
+    loop.trigger(150)  # a higher line is news: at once
+    await next_tick()
+    loop.stop()
+    await asyncio.wait_for(task, 1)
+    assert ticks == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,20 +46,37 @@ from memmon.config_summary import cgroup_limit, summary
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.oom_kills import OomKillWatch
 from memmon.evaluation.rules import ThresholdRule
-from memmon.history import HistoryRing
+from memmon.history import HistoryRing, downsample
 from memmon.kernelwatch import KernelWatch
 from memmon.leakwatch import LeakWatch
-from memmon.model import MB, ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, frozen_mapping
+from memmon.levellog import LevelChangeLog
+from memmon.model import (
+    MB,
+    ActionResult,
+    Alert,
+    Degradation,
+    Evaluation,
+    HistoryPoint,
+    Level,
+    TargetState,
+    frozen_mapping,
+)
 from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.events import adaptive_interval
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
-from memmon.schedule import FixedRateLoop
-from memmon.store import MemoryStore
+from memmon.schedule import EVENT_GAP_SECONDS, FixedRateLoop
+from memmon.statelock import StateDirLock
+from memmon.store import MemoryStore, StoreError
+from memmon.storereads import HistoryReader
 from memmon.telemetry import Telemetry
 
 T = TypeVar("T")
 log = logging.getLogger("memmon.monitor")
+
+GC_COUNT_MIN_SECONDS = 5.0
+"""``?gc_objects=now`` counts at most this often: ``gc.get_objects()`` is O(heap) and holds the GIL throughout
+(every thread, the check's included, waits), so a burst of requests shares one count."""
 
 
 class ProductionMemoryMonitor:
@@ -119,6 +137,7 @@ class ProductionMemoryMonitor:
             self.telemetry,
             in_process=self.targets.own_target,
             target_pids=lambda: self.targets.resolve()[0],
+            record=lambda alerts: self.recorder.add_alerts(alerts),
             clock=clock,
         )
         self._check_listeners: list[Callable[[Evaluation], object]] = []
@@ -135,8 +154,18 @@ class ProductionMemoryMonitor:
             clock=clock,
         )
         self._sample_pool: ThreadPoolExecutor | None = None
+        self.reader = HistoryReader(self.store.path)
+        """History queries: their own threads and connections, never the check's or the writer's."""
+        self._gc_count: tuple[int, float] | None = None
+        self._gc_count_task: asyncio.Task[tuple[int, float]] | None = None
+        self._gc_counted_at = -math.inf
+        self._history_problem = ""
+        server = self.settings.server
         self.recorder = StoreRecorder(
-            self.store, self.telemetry, flush_interval=storage.flush_interval_seconds
+            self.store,
+            self.telemetry,
+            flush_interval=storage.flush_interval_seconds,
+            lock=StateDirLock(Path(storage.state_dir), bind=f"{server.bind}:{server.health_port}"),
         )
         self.gc_action = GcAction(self.telemetry, monotonic=monotonic, clock=clock)
         self.latest: Evaluation | None = None
@@ -145,6 +174,8 @@ class ProductionMemoryMonitor:
         self._loop: FixedRateLoop | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._check_lock = asyncio.Lock()
+        self.level_log = LevelChangeLog(log, monotonic=monotonic)
+        """The ``memory level a -> b`` lines, at most one per transition pair a minute (see ``memmon.levellog``)."""
 
     def add_check_listener(self, listener: Callable[[Evaluation], object]) -> None:
         """Call ``listener(evaluation)`` after every check, on the event loop (quick work only)."""
@@ -251,7 +282,12 @@ class ProductionMemoryMonitor:
         if self._loop_task is not None:
             return
         active, recent = await self.recorder.open(self.settings.monitoring.history_size)
-        await self.dispatcher.start()
+        self.reader = HistoryReader(self.store.path)
+        try:
+            await self.dispatcher.start()
+        except BaseException:
+            await self.recorder.close()  # releases the state directory's lock
+            raise
         for warning in self.routing_warnings:
             log.warning("%s", warning)
         self.started_at = self.clock()
@@ -269,6 +305,7 @@ class ProductionMemoryMonitor:
             on_overrun=lambda _duration, _skipped: self.telemetry.check_overruns.inc(),
             on_error=lambda _exc: self.telemetry.check_failures.inc(),
             next_interval=self._next_interval,
+            trigger_gap=min(self.settings.monitoring.check_interval, EVENT_GAP_SECONDS),
             monotonic=self.monotonic,
         )
         loop = asyncio.get_running_loop()
@@ -293,6 +330,7 @@ class ProductionMemoryMonitor:
             return
         self._loop.stop()
         self.kernel.stop()
+        self.reader.close()  # reads end now, so nothing queues before the final flush
         try:
             await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=wait_seconds / 2)
         except TimeoutError:
@@ -343,7 +381,9 @@ class ProductionMemoryMonitor:
             if transitions:
                 self.recorder.add_alerts(transitions)
                 self.alert_manager.publish(transitions)
-            if evaluation.level != evaluation.previous_level:
+            if evaluation.level == evaluation.previous_level:
+                self.level_log.checked(evaluation.level)
+            else:
                 self._log_level_change(evaluation)
                 if self.pod_reporter is not None:
                     reason = self.actions_reason(evaluation)
@@ -352,6 +392,8 @@ class ProductionMemoryMonitor:
                     )
                     self._side_tasks.add(task)
                     task.add_done_callback(self._side_tasks.discard)
+            if self._loop is not None:
+                self._loop.served(self._known_lines(evaluation))
             cgroup = self.sampler.cgroup
             pids = self._process.pids if self._process is not None else ()
             self.kernel.follow(evaluation, cgroup.location if cgroup is not None else None, pids)
@@ -363,10 +405,22 @@ class ProductionMemoryMonitor:
             return evaluation
 
     def _memory_event(self, reason: str) -> None:
-        """A kernel notification or the usage watcher says memory moved: count it, run a check now."""
+        """A kernel notification or the usage watcher says memory moved: count it, run a check. A crossing at or
+        above where a higher level begins (its rank is its height, see ``_known_lines``) runs one at once; any other
+        notification is coalesced to at most one check per ``EVENT_GAP_SECONDS`` (``memmon.schedule``)."""
         self.telemetry.memory_events.inc(reason.split(" ", 1)[0])
         if self._loop is not None:
-            self._loop.trigger()
+            head, _, height = reason.rpartition(" ")
+            rising = head.endswith("usage crossed") and height.isdigit()  # kernel and watcher crossings
+            self._loop.trigger(float(height) if rising else 0.0)
+
+    def _known_lines(self, evaluation: Evaluation) -> float:
+        """Just below where a level above the one this check found begins (bytes, the lowest threshold of any
+        higher level): a notification of a crossing under it cannot raise the level, one at or above it may.
+        +inf when no level is above (nothing a crossing says is news)."""
+        starts = self.evaluator.rule.watch_levels(evaluation.sample)
+        higher = [value for level, value in starts.items() if level > evaluation.level]
+        return min(higher) - 1 if higher else math.inf
 
     def _next_interval(self) -> float:
         """Poll faster as the limit nears (the fill rate from the last two checks)."""
@@ -404,16 +458,13 @@ class ProductionMemoryMonitor:
         return await asyncio.get_running_loop().run_in_executor(self._sample_pool, fn)
 
     def _log_level_change(self, evaluation: Evaluation) -> None:
+        """The ``memory level a -> b: reason`` line, rate-limited per pair; a drop because the target went
+        missing says so instead of "all components ok"."""
+        sample = evaluation.sample
         reason = self.actions_reason(evaluation)
-        log_level = logging.INFO if evaluation.level < evaluation.previous_level else logging.WARNING
-        log.log(
-            log_level if evaluation.level > Level.OK else logging.INFO,
-            "memory level %s -> %s: %s",
-            evaluation.previous_level.label,
-            evaluation.level.label,
-            reason,
-            extra={"level": evaluation.level.label, "previous_level": evaluation.previous_level.label},
-        )
+        if any(a.metadata.get("resolved_reason") == "target_missing" for a in evaluation.transitions):
+            reason = f"target {sample.target} is gone ({sample.target_problem}); {reason}"
+        self.level_log.changed(evaluation.previous_level, evaluation.level, reason)
 
     # -- what the health API reads -----------------------------------------------------------------------------
 
@@ -443,8 +494,14 @@ class ProductionMemoryMonitor:
         return self.monotonic() - last <= self.settings.live_stale_seconds
 
     def is_ready(self) -> bool:
-        """A first sample exists and the level is not one configured to shed load."""
-        return self.latest is not None and self.level not in self.settings.server.ready_fail_level_set
+        """A first sample exists, it judged the target (not missing nor unreadable: memmon cannot vouch for what
+        it cannot see; a sidecar's app is not up either then) and the level is not one configured to shed load."""
+        latest = self.latest
+        return (
+            latest is not None
+            and latest.sample.target_state is TargetState.PRESENT
+            and self.level not in self.settings.server.ready_fail_level_set
+        )
 
     def active_alerts(self) -> tuple[Alert, ...]:
         """Alerts firing now (thresholds, then a suspected leak or a predicted crossing, then an OOM kill)."""
@@ -512,12 +569,52 @@ class ProductionMemoryMonitor:
         """Alert records started, resolved or still firing since ``since`` (newest first)."""
         return await self.recorder.alerts(since, self.active_alerts())
 
-    async def count_gc_objects(self) -> int | None:
-        """Count gc-tracked objects now (O(heap)); None when the target is not memmon's own process."""
+    async def history_window(self, since: float, max_points: int) -> tuple[int, list[HistoryPoint]]:
+        """Samples since ``since`` as ``(how many, at most max_points of them: peaks and the newest kept)``.
+
+        From the ring when it covers the window; else downsampled inside SQLite by :attr:`reader` (memory bounded
+        by ``max_points``, off the check's and the writer's threads, interrupted when the caller is cancelled),
+        plus the ring's points not yet in the store. When the store cannot be read, the ring's points alone.
+        """
+        if self.history.covers(since):
+            points = self.history.since(since)
+            return len(points), await asyncio.to_thread(downsample, points, max_points)
+        try:
+            total, stored = await self.reader.window(since, max_points)
+        except StoreError as exc:
+            if str(exc) != self._history_problem:  # once per distinct problem, not once per dashboard poll
+                log.warning("history query: %s; answering from memory", exc)
+            self._history_problem = str(exc)
+            points = self.history.since(since)
+            return len(points), await asyncio.to_thread(downsample, points, max_points)
+        self._history_problem = ""
+        newest = stored[-1].timestamp if stored else -math.inf
+        unflushed = [point for point in self.history.since(since) if point.timestamp > newest]
+        if not unflushed:
+            return total, stored
+        return total + len(unflushed), await asyncio.to_thread(downsample, stored + unflushed, max_points)
+
+    async def count_gc_objects(self) -> tuple[int, float] | None:
+        """``(gc-tracked objects, epoch seconds counted)`` now, or from the count less than
+        :data:`GC_COUNT_MIN_SECONDS` ago (concurrent callers share one count); None when the target is not
+        memmon's own process. Never on the check's thread."""
         process = self._process
         if process is None or not process.is_own_process:
             return None
-        return await self._in_pool(process.count_gc_objects)
+        if self._gc_count_task is None:
+            if self._gc_count is not None and self.monotonic() - self._gc_counted_at < GC_COUNT_MIN_SECONDS:
+                return self._gc_count
+            self._gc_counted_at = self.monotonic()
+            self._gc_count_task = asyncio.get_running_loop().create_task(self._count_gc(process))
+        return await asyncio.shield(self._gc_count_task)
+
+    async def _count_gc(self, process: ProcessSampler) -> tuple[int, float]:
+        try:
+            count = await asyncio.to_thread(process.count_gc_objects)
+            self._gc_count = (count, self.clock())
+            return self._gc_count
+        finally:
+            self._gc_count_task = None
 
     def recent_actions(self) -> list[ActionResult]:
         """The latest automatic and manual action results, newest last."""

@@ -38,16 +38,20 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
     target = settings.target
     server = target.server is not None
     cgroup: CgroupSampler  # created below; ``tops`` reads it at sampling time
-    tops = None
+    tops = members = None
     if server and not (target.pids or target.match):
         # The masters are the cgroup's main processes (members whose parent is outside it), read each check.
         tops = lambda: _members(cgroup)  # noqa: E731
+    elif target.kind == "cgroup" and not (target.pids or target.match):
+        # The processes of a cgroup target are its members (not memmon itself, the default process target).
+        members = lambda: _members_if_there(cgroup)  # noqa: E731
     process = ProcessSampler(
         target.pids,
         target.match,
         gc_objects_every=settings.monitoring.gc_objects_every,
         server=server,
         tops=tops,
+        members=members,
     )
     cgroup_locate: Callable[[], Any]
     if target.cgroup:
@@ -96,6 +100,14 @@ def _members(cgroup: CgroupSampler) -> tuple[int, ...]:
         return tuple(int(pid) for pid in (location.directory / "cgroup.procs").read_text().split())
     except (OSError, ValueError):
         return ()
+
+
+def _members_if_there(cgroup: CgroupSampler) -> tuple[int, ...] | None:
+    """The pids in the located cgroup; None when it is not located or its directory is gone (not "empty")."""
+    location = cgroup.location
+    if location is None or not location.directory.is_dir():
+        return None
+    return _members(cgroup)
 
 
 def build_thresholds(settings: Settings) -> ThresholdSet:

@@ -22,7 +22,14 @@ EXIT_CONFIG = 2
 
 DESCRIPTION = """\
 Watch memory (this host, a process, a cgroup), grade it ok/warning/critical/emergency, alert, and serve a health
-API and Prometheus metrics. Commands: `memmon [flags]` runs the agent; `memmon check-config FILE` validates a file.
+API and Prometheus metrics.
+
+commands:
+  memmon [flags]                        run the agent in the foreground (the flags below)
+  memmon check-config [FILE] [flags]    validate a config file and flags, show what memmon will do
+  memmon test-alert --channel NAME      send a test alert through one channel, show the receiver's answer
+
+`memmon COMMAND --help` shows a command's own flags.
 """
 
 
@@ -38,17 +45,20 @@ def _pid_list(text: str) -> list[int]:
 
 def run_parser() -> argparse.ArgumentParser:
     """The flags of the agent (also those of the guide's start_production_monitoring.py)."""
-    parser = argparse.ArgumentParser(prog="memmon", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="memmon", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
     add("--version", action="version", version=f"memmon {__version__}")
-    add("--config", type=Path, help="JSON config file (the guide's format; // comments allowed)")
+    # Paths stay strings: Path("") is ".", and an empty --state-dir must be refused, not become the cwd.
+    add("--config", help="JSON config file (the guide's format; // comments allowed)")
     add("--health-port", type=int, help="health API port (default 8080; 0 picks a free port)")
     add("--prometheus-port", type=int, help="separate /metrics port (default 9091; 0 = none)")
     add("--bind", help="address to listen on (default 127.0.0.1)")
     add("--log-level", help="DEBUG, INFO, WARNING, ERROR")
-    add("--log-file", type=Path, help="write logs to this file, rotated by size, instead of stderr")
+    add("--log-file", help="write logs to this file, rotated by size, instead of stderr")
     add("--log-format", choices=("text", "json"), help="log line format (default text)")
-    add("--state-dir", type=Path, help="directory of the SQLite state (default ~/.local/state/memmon)")
+    add("--state-dir", help="directory of the SQLite state (default ~/.local/state/memmon)")
     add("--check-interval", type=float, help="seconds between checks (default 5)")
     add("--pid", type=_pid_list, action="append", help="watch these pids (repeatable or comma-separated)")
     add("--match", help="watch processes whose command line matches this regex")
@@ -85,7 +95,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     for attribute, (section, key) in mapping.items():
         value = getattr(args, attribute)
         if value is not None:
-            overrides.setdefault(section, {})[key] = str(value) if isinstance(value, Path) else value
+            overrides.setdefault(section, {})[key] = value
     if args.pid:
         overrides.setdefault("target", {})["pids"] = [pid for group in args.pid for pid in group]
     return overrides
@@ -103,9 +113,9 @@ def check_config(argv: Sequence[str]) -> int:
     parser = run_parser()
     parser.prog = "memmon check-config"
     parser.description = "Validate a memmon config file (and flags) and show what memmon will do."
-    parser.add_argument("file", type=Path, nargs="?", help="JSON config file (or --config)")
+    parser.add_argument("file", nargs="?", help="JSON config file (or --config)")
     args = parser.parse_args(argv)
-    path = args.file or args.config
+    path = args.config if args.file is None else args.file
     try:
         settings = check_config_file(path, overrides=overrides_from(args))
     except ConfigError as error:
@@ -147,7 +157,7 @@ def test_alert(argv: Sequence[str]) -> int:
         prog="memmon test-alert", description="Send a test alert through one channel and show the answer."
     )
     parser.add_argument("--channel", required=True, help="log, slack, webhook, email or alertmanager")
-    parser.add_argument("--config", type=Path, help="JSON config file")
+    parser.add_argument("--config", help="JSON config file")
     parser.add_argument("--severity", choices=("warning", "critical", "emergency"), default="warning")
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,10 +33,10 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from pydantic_settings.sources.utils import parse_env_vars
 
 from memmon.config_actions import SERVER_PRESETS, AutoResponseSettings
-from memmon.config_file import ConfigError, read_config_file
+from memmon.config_file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
+from memmon.config_rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
 from memmon.config_sections import (
     LOAD_ENVIRON,
-    PROBLEMS,
     AlertingSettings,
     ExperimentalSettings,
     LeakDetectionSettings,
@@ -48,8 +47,6 @@ from memmon.config_sections import (
     StorageSettings,
     TargetSettings,
     ThresholdSettings,
-    problem,
-    problems_error,
 )
 
 __all__ = ["GUIDE_ENV", "ConfigError", "Settings", "check_config_file", "load_settings"]
@@ -117,15 +114,22 @@ class _MemmonEnvSource(EnvSettingsSource):
     def prepare_field_value(
         self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
     ) -> Any:
+        prefix = f"MEMMON_{field_name}".upper()
+        names = sorted(
+            n for n in self.load.environ if n.upper() == prefix or n.upper().startswith(prefix + "__")
+        )
+        # json.loads recurses once per level: 50,000 '[' in one variable was a RecursionError traceback.
+        deep = [name for name in names if too_deep_at(self.load.environ[name]) is not None]
+        if deep and self.load.problems is not None:
+            for name in deep:
+                path = name[len("MEMMON_") :].lower().replace("__", ".")
+                self.load.problems.append(f"{path} (from {name}): nested deeper than {MAX_NESTING} levels")
+            return None
         try:
             return super().prepare_field_value(field_name, field, value, value_is_complex)
         except ValueError as exc:
             if self.load.problems is None:
                 raise
-            prefix = f"MEMMON_{field_name}".upper()
-            names = sorted(
-                n for n in self.load.environ if n.upper() == prefix or n.upper().startswith(prefix + "__")
-            )
             self.load.problems.append(
                 f"{field_name} (from {', '.join(names)}): cannot parse the environment: {exc}; "
                 "expected JSON for objects and arrays"
@@ -156,8 +160,9 @@ class _BothLeakDetections:
     """Marks a top-level ``leak_detection`` given together with ``monitoring.leak_detection``."""
 
 
-class Settings(BaseSettings):
-    """The whole configuration. Load it with ``load_settings``; every section is frozen."""
+class Settings(RuleChecked, BaseSettings):
+    """The whole configuration. Load it with ``load_settings``; every section is frozen. The rules across
+    sections are ``rule_problems`` (reported together with the field errors)."""
 
     model_config = SettingsConfigDict(
         env_prefix="MEMMON_",
@@ -167,6 +172,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        allow_inf_nan=False,
     )
 
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
@@ -231,19 +237,6 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("server")
-    @classmethod
-    def _distinct_ports(cls, server: ServerSettings, info: ValidationInfo) -> ServerSettings:
-        monitoring = info.data.get("monitoring")
-        port = server.health_port
-        if isinstance(monitoring, MonitoringSettings) and port and port == monitoring.prometheus_port:
-            expected = (
-                "a port other than monitoring.prometheus_port (or prometheus_port 0: /metrics on this port)"
-            )
-            message = "same port as monitoring.prometheus_port"
-            raise problems_error(problem(message, at="health_port", got=port, expected=expected))
-        return server
-
     @model_validator(mode="after")
     def _move_leak_detection(self) -> Settings:
         if self.leak_detection is not None:
@@ -252,18 +245,48 @@ class Settings(BaseSettings):
             object.__setattr__(self, "leak_detection", None)
         return self
 
-    @model_validator(mode="after")
-    def _restart_unit(self) -> Settings:
+    def rule_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
+        """Distinct ports; a unit for the systemd strategy; a pre-fork server for recycle."""
+        problems = []
+        port = self.server.health_port
+        ports_known = not (unsure("server.health_port") or unsure("monitoring.prometheus_port"))
+        if ports_known and port and port == self.monitoring.prometheus_port:
+            expected = (
+                "a port other than monitoring.prometheus_port (or prometheus_port 0: /metrics on this port)"
+            )
+            message = "same port as monitoring.prometheus_port"
+            problems.append(problem(message, at="server.health_port", got=port, expected=expected))
+        restart_path = "auto_response.emergency_actions.graceful_restart"
         restart = self.auto_response.emergency_actions.graceful_restart
-        if restart.strategy == "systemd" and not (restart.unit or self.target.unit):
-            raise problems_error(
+        strategy_known = not unsure(f"{restart_path}.strategy")
+        unit_known = not (unsure(f"{restart_path}.unit") or unsure("target.unit"))
+        if (
+            strategy_known
+            and unit_known
+            and restart.strategy == "systemd"
+            and not (restart.unit or self.target.unit)
+        ):
+            problems.append(
                 problem(
                     "the systemd strategy needs a unit",
-                    at="auto_response.emergency_actions.graceful_restart.unit",
+                    at=f"{restart_path}.unit",
                     expected="graceful_restart.unit, or target.unit / --unit",
                 )
             )
-        return self
+        if (
+            strategy_known
+            and not unsure("target.server")
+            and self.target.server is None
+            and restart.strategy == "recycle"
+        ):
+            problems.append(
+                problem(
+                    "recycle needs a pre-fork server",
+                    at=f"{restart_path}.strategy",
+                    expected="target.server (--server gunicorn|uwsgi|celery|generic)",
+                )
+            )
+        return problems
 
     @model_validator(mode="after")
     def _server_preset(self) -> Settings:
@@ -271,15 +294,7 @@ class Settings(BaseSettings):
         restart = self.auto_response.emergency_actions.graceful_restart
         server = self.target.server
         if server is None:
-            if restart.strategy == "recycle":
-                raise problems_error(
-                    problem(
-                        "recycle needs a pre-fork server",
-                        at="auto_response.emergency_actions.graceful_restart.strategy",
-                        expected="target.server (--server gunicorn|uwsgi|celery|generic)",
-                    )
-                )
-            return self
+            return self  # recycle without a server: see rule_problems
         preset = SERVER_PRESETS[server]
         update: dict[str, Any] = {}
         if "strategy" not in restart.model_fields_set:
@@ -373,6 +388,8 @@ def _show(path: tuple[Any, ...], value: Any) -> str:
     named_secret = any(_SECRET_NAME.search(str(part)) for part in path) or _type_at(path) is SecretStr
     if named_secret or _contains_secret(value):
         return "<redacted>"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the file spells it (Python's True is not JSON)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

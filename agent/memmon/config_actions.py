@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
-from memmon.config_sections import Seconds, Section, _http_url, problem, problems_error
+from memmon.config_rules import problem, problems_error
+from memmon.config_sections import Float, Int, Seconds, Section, _http_url
 
 
 def _signal_name(value: Any) -> Any:
@@ -59,7 +60,7 @@ class CriticalActions(_AgentActions):
 
     force_gc: bool = True
     """Run garbage collection (library mode)."""
-    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    multiple_gc_cycles: Annotated[Int, Field(ge=0)] = 3
     """Garbage-collection cycles to run (stops early when one frees nothing)."""
     clear_caches: bool = True
     """Clear the registered application caches."""
@@ -105,7 +106,7 @@ class GracefulRestartSettings(Section):
     """The signal of the ``signal`` strategy (to the master of a server, the target processes otherwise)."""
     worker_signal: SignalName | None = None
     """``recycle``: the signal that makes a worker finish its request and exit; null = the server preset's."""
-    grace_seconds: Annotated[float, Field(ge=0)] = 30
+    grace_seconds: Annotated[Float, Field(ge=0)] = 30
     """Time the target gets to exit (signal, a recycled worker) or the emergency must persist
     (kubernetes-liveness)."""
     kill_after_grace: bool = False
@@ -114,12 +115,12 @@ class GracefulRestartSettings(Section):
     """``systemd``: the unit to restart; null = ``target.unit``."""
     fallback: Literal["none", "signal", "kubernetes-liveness"] = "none"
     """What to do when the strategy fails (an eviction blocked by a PodDisruptionBudget, systemctl failing)."""
-    evict_attempts: Annotated[int, Field(ge=1)] = 5
+    evict_attempts: Annotated[Int, Field(ge=1)] = 5
     """``kubernetes-evict``: attempts (429 from a PodDisruptionBudget is retried with backoff)."""
-    cooldown_seconds: Annotated[float, Field(ge=0)] = 60
+    cooldown_seconds: Annotated[Float, Field(ge=0)] = 60
     """No second whole-target restart within this many seconds of the previous one. Worker recycles have none:
     one at a time, the next once the previous worker's replacement is up."""
-    max_restarts_per_hour: Annotated[int, Field(ge=1)] = 3
+    max_restarts_per_hour: Annotated[Int, Field(ge=1)] = 3
     """Restarts or recycles that freed no memory (failures) allowed in any hour; then memmon stops and alerts
     that restarts cannot keep up (repeated victims are the classic OOM-daemon failure). Restarts that freed
     memory are not counted."""
@@ -130,7 +131,7 @@ class EmergencyActions(_AgentActions):
 
     force_gc: bool = True
     """Run garbage collection (library mode)."""
-    multiple_gc_cycles: Annotated[int, Field(ge=0)] = 3
+    multiple_gc_cycles: Annotated[Int, Field(ge=0)] = 3
     """Garbage-collection cycles to run."""
     clear_all_caches: bool = True
     """Clear every registered cache."""
@@ -153,7 +154,7 @@ class MemoryHighGuardSettings(Section):
     enabled: Literal["auto", "on", "off"] = "auto"
     """``auto``: on when a graceful restart strategy is configured (a throttled service is then restarted
     soon; without one, throttling would only slow it down); ``on``; ``off``."""
-    margin_percent: Annotated[float, Field(gt=0, lt=50)] = 2.0
+    margin_percent: Annotated[Float, Field(gt=0, lt=50)] = 2.0
     """Where the guard sits: the emergency threshold plus this percent of the limit."""
 
 

@@ -1,7 +1,9 @@
 """The sections of the settings tree (see ``memmon.config`` for the root and the loading).
 
 Every section is frozen and rejects unknown keys; every field has a docstring (the generated docs use them).
-Cross-field checks raise ``problems_error`` so several problems of one section come out as several lines.
+Cross-field rules are ``rule_problems`` methods (``memmon.config_rules``): several problems of one section come
+out as several lines, in the same run as the field errors. Numbers are finite (``allow_inf_nan=False`` on every
+section: JSON's ``1e309`` parses to infinity) and never booleans (``Float``/``Int``).
 """
 
 from __future__ import annotations
@@ -24,38 +26,20 @@ from pydantic import (
     Field,
     SecretStr,
     field_serializer,
-    model_validator,
 )
-from pydantic_core import PydanticCustomError
 from pydantic_settings import NoDecode
 
+from memmon.config_file import MAX_NESTING, too_deep_at
+from memmon.config_rules import RuleChecked, Unsure, problem, problems_error
 from memmon.model import ALERT_LEVELS, Level
 
 if TYPE_CHECKING:
     from memmon.config import Settings
 
-PROBLEMS = "memmon_problems"
-"""The pydantic error type of ``problems_error``: its ctx ``problems`` holds one dict per output line."""
-_UNSET: Any = object()
-
 LOAD_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("memmon_load_environ", default=None)
 """The environment the current ``load_settings`` call reads (defaults that depend on it look here)."""
 
 CHANNELS = ("log", "slack", "webhook", "email", "alertmanager")
-
-
-def problem(message: str, *, at: str = "", got: Any = _UNSET, expected: str = "") -> dict[str, Any]:
-    """One problem line: ``at`` is a dotted path relative to the failing field or section."""
-    item: dict[str, Any] = {"at": at, "message": message, "expected": expected}
-    if got is not _UNSET:
-        item["got"] = got
-    return item
-
-
-def problems_error(*problems: dict[str, Any]) -> PydanticCustomError:
-    """A validation error made of several ``problem`` lines (formatted by ``memmon.config``)."""
-    summary = "; ".join(p["message"] for p in problems)
-    return PydanticCustomError(PROBLEMS, "{summary}", {"summary": summary, "problems": list(problems)})
 
 
 def _num(value: float) -> str:
@@ -67,6 +51,8 @@ def split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
+            if too_deep_at(text) is not None:
+                raise problems_error(problem(f"nested deeper than {MAX_NESTING} levels"))
             try:
                 return json.loads(text)
             except ValueError:
@@ -133,20 +119,41 @@ def _not_empty(value: SecretStr) -> SecretStr:
     return value
 
 
+def _not_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1 for int and float fields: "check_interval": true ran at 1 s.
+    if isinstance(value, bool):
+        raise problems_error(problem("a boolean is not a number", got=value, expected="a number"))
+    return value
+
+
+def _path_given(value: Any) -> Any:
+    # Path("") is ".": an empty state_dir wrote into the working directory.
+    if isinstance(value, str) and not value.strip():
+        raise problems_error(
+            problem("empty path", got=value, expected="a path, or leave it out for the default")
+        )
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_not_boolean)]
+"""A float of the settings: finite (every section's ``allow_inf_nan=False``), a boolean refused."""
+Int = Annotated[int, BeforeValidator(_not_boolean)]
+"""An int of the settings: a boolean refused."""
 Email = Annotated[str, AfterValidator(_email)]
 LevelName = Annotated[str, AfterValidator(_level_name)]
 Channel = Annotated[str, AfterValidator(_channel)]
 AlertLevel = Annotated[Level, BeforeValidator(_alert_level)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-PositiveMb = Annotated[float, Field(gt=0)]
-Percent = Annotated[float, Field(gt=0, le=100)]
-Seconds = Annotated[float, Field(gt=0)]
+Port = Annotated[Int, Field(ge=0, le=65535)]
+PositiveMb = Annotated[Float, Field(gt=0)]
+Percent = Annotated[Float, Field(gt=0, le=100)]
+Seconds = Annotated[Float, Field(gt=0)]
 
 
-class Section(BaseModel):
-    """Base of every section: frozen, unknown keys rejected, field docstrings become descriptions."""
+class Section(RuleChecked, BaseModel):
+    """Base of every section: frozen, unknown keys rejected, no inf/nan, field docstrings become descriptions;
+    cross-field rules go in ``rule_problems``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class LeakDetectionSettings(Section):
@@ -154,17 +161,18 @@ class LeakDetectionSettings(Section):
 
     enabled: bool = False
     """Run leak detection."""
-    threshold_growth_rate: Annotated[float, Field(gt=0)] = 0.1
+    threshold_growth_rate: Annotated[Float, Field(gt=0)] = 0.1
     """Growth over the window, as a fraction of the memory at its start, that counts as a suspected leak."""
     monitoring_window: Seconds = 300
     """Seconds of history the growth is measured over."""
-    min_growth_mb: Annotated[float, Field(ge=0)] = 16
+    min_growth_mb: Annotated[Float, Field(ge=0)] = 16
     """Growth below this many MB over the window is never a leak (tiny processes do not page people)."""
-    confirm_checks: Annotated[int, Field(ge=1)] = 3
+    confirm_checks: Annotated[Int, Field(ge=1)] = 3
     """Consecutive checks the growth must hold before a leak is reported."""
     tracemalloc_window_seconds: Seconds = 60
-    """Library mode with ``enable_tracemalloc``: how long allocations are traced once growth is suspected."""
-    tracemalloc_frames: Annotated[int, Field(ge=1, le=50)] = 5
+    """Library mode with ``enable_tracemalloc``: the longest allocations are traced once a leak is confirmed (the
+    window ends earlier once its top line holds a quarter of the detected growth)."""
+    tracemalloc_frames: Annotated[Int, Field(ge=1, le=50)] = 5
     """Frames kept per allocation (cost grows with it: about 7x slower allocation at 1 frame, 14-20x at 10)."""
 
 
@@ -175,33 +183,36 @@ class UsageWatchSettings(Section):
 
     enabled: bool = True
     """Run the usage watcher."""
-    worst_case_mb_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 2000
+    worst_case_mb_per_second: Annotated[Float, Field(gt=0, le=1_000_000)] = 2000
     """The fastest leak (MiB/s) that must not cross the emergency threshold unseen between two reads."""
-    min_interval_seconds: Annotated[float, Field(ge=0.0005, le=1)] = 0.002
+    min_interval_seconds: Annotated[Float, Field(ge=0.0005, le=1)] = 0.002
     """The shortest pause between two reads (near the threshold)."""
-    max_interval_seconds: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    max_interval_seconds: Annotated[Float, Field(ge=0.01, le=60)] = 1.0
     """The longest pause between two reads (far from the threshold)."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> UsageWatchSettings:
+    def rule_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
+        """max_interval_seconds >= min_interval_seconds."""
+        if unsure("min_interval_seconds") or unsure("max_interval_seconds"):
+            return []
         if self.min_interval_seconds > self.max_interval_seconds:
             text = f"must be at least min_interval_seconds ({_num(self.min_interval_seconds)})"
-            raise problems_error(problem(text, at="max_interval_seconds"))
-        return self
+            return [problem(text, at="max_interval_seconds")]
+        return []
 
 
 class MonitoringSettings(Section):
     """How often and how deeply memory is sampled."""
 
-    check_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    """Seconds between two checks."""
+    check_interval: Annotated[Float, Field(ge=0.05, le=3600)] = 5.0
+    """Seconds between two checks, 0.05 to 3600: below 0.05 s the checks alone busy a core (the usage watcher,
+    not the check loop, is what reacts within milliseconds); above an hour memory is not being watched."""
     enable_tracemalloc: bool = False
     """Trace Python allocations of memmon's own process (precise, but costs memory and CPU)."""
     prometheus_port: Port = 9091
     """Port of the separate Prometheus /metrics listener; 0 = no separate port (served on the health port)."""
-    history_size: Annotated[int, Field(ge=10)] = 2000
+    history_size: Annotated[Int, Field(ge=10)] = 2000
     """Checks kept in memory for /health/metrics/history."""
-    gc_objects_every: Annotated[int, Field(ge=1)] = 10
+    gc_objects_every: Annotated[Int, Field(ge=1)] = 10
     """Count gc objects (O(heap)) at most every N checks."""
     leak_detection: LeakDetectionSettings = Field(default_factory=LeakDetectionSettings)
     """Leak detection (also accepted as a top-level ``leak_detection`` section)."""
@@ -214,17 +225,18 @@ class MonitoringSettings(Section):
 
 
 def _check_increasing(
-    model: BaseModel, names: list[str], fallbacks: list[str] | None = None
+    model: BaseModel, unsure: Unsure, names: list[str], fallbacks: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Problems of one threshold family (``names`` in level order) that does not strictly increase."""
+    """Problems of one threshold family (``names`` in level order) that does not strictly increase; a level
+    whose value is unsure (it was invalid) is left out of the comparison."""
     problems = []
     previous: tuple[str, float] | None = None
     for index, name in enumerate(names):
-        value, origin = getattr(model, name), ""
+        value, origin, source = getattr(model, name), "", name
         if value is None and fallbacks is not None:
-            value = getattr(model, fallbacks[index])
+            value, source = getattr(model, fallbacks[index]), fallbacks[index]
             origin = f" (from {fallbacks[index]}, as {name} is null)"
-        if value is None:
+        if value is None or unsure(name) or unsure(source):
             continue
         if previous is not None and value <= previous[1]:
             text = f"{_num(value)}{origin} must be greater than {previous[0]} ({_num(previous[1])})"
@@ -260,9 +272,9 @@ class ThresholdSettings(Section):
     """Host swap used percent for the critical level."""
     swap_percent_emergency: Percent | None = 95
     """Host swap used percent for the emergency level."""
-    resolve_margin_ratio: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    resolve_margin_ratio: Annotated[Float, Field(ge=0, lt=0.5)] = 0.05
     """Hysteresis: a level resolves only below threshold * (1 - margin)."""
-    min_duration_seconds: Annotated[float, Field(ge=0)] = 0
+    min_duration_seconds: Annotated[Float, Field(ge=0)] = 0
     """A level must hold this long before it is reported (0 = at once)."""
 
     def _family(self, prefix: str, suffix: str = "") -> dict[Level, float | None]:
@@ -289,17 +301,15 @@ class ThresholdSettings(Section):
         """``swap_percent_*`` by level, unset levels left out."""
         return self._set(self._family("swap_percent_"))
 
-    @model_validator(mode="after")
-    def _increasing(self) -> ThresholdSettings:
+    def rule_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
+        """Each family strictly increases with the level."""
         labels = [level.label for level in ALERT_LEVELS]
-        problems = _check_increasing(self, [f"memory_{x}_mb" for x in labels])
-        problems += _check_increasing(self, [f"memory_percent_{x}" for x in labels])
+        problems = _check_increasing(self, unsure, [f"memory_{x}_mb" for x in labels])
+        problems += _check_increasing(self, unsure, [f"memory_percent_{x}" for x in labels])
         fallbacks = [f"memory_percent_{x}" for x in labels]
-        problems += _check_increasing(self, [f"system_percent_{x}" for x in labels], fallbacks)
-        problems += _check_increasing(self, [f"swap_percent_{x}" for x in labels])
-        if problems:
-            raise problems_error(*problems)
-        return self
+        problems += _check_increasing(self, unsure, [f"system_percent_{x}" for x in labels], fallbacks)
+        problems += _check_increasing(self, unsure, [f"swap_percent_{x}" for x in labels])
+        return problems
 
 
 class AlertLevelSettings(Section):
@@ -314,7 +324,7 @@ class SmtpSettings(Section):
 
     host: str | None = None
     """SMTP server host; null = the email channel is not configured."""
-    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    port: Annotated[Int, Field(ge=1, le=65535)] = 587
     """SMTP port (587 submission with STARTTLS, 465 implicit TLS, 25 plain)."""
     security: Literal["starttls", "ssl", "none"] = "starttls"
     """``starttls`` (upgrade after connecting), ``ssl`` (implicit TLS) or ``none`` (plain text)."""
@@ -324,7 +334,7 @@ class SmtpSettings(Section):
     """Login password (secret)."""
     from_address: Email | None = None
     """Sender address; null = memmon@<host name>."""
-    ca_file: str | None = None
+    ca_file: Annotated[str | None, BeforeValidator(_path_given)] = None
     """CA bundle that signs the server's certificate (a private CA); null = the system's."""
     verify_tls: bool = True
     """Check the server certificate (switch off only for a throw-away test server)."""
@@ -339,9 +349,9 @@ class DeliverySettings(Section):
     """Wait before the first retry; doubled after each failure, with +-50 % jitter."""
     backoff_max_seconds: Seconds = 300
     """Longest wait between two retries (a receiver's Retry-After may ask for longer)."""
-    degraded_after_failures: Annotated[int, Field(ge=1)] = 3
+    degraded_after_failures: Annotated[Int, Field(ge=1)] = 3
     """Consecutive failed attempts after which a channel is reported degraded."""
-    spool_max_entries: Annotated[int, Field(ge=10)] = 10_000
+    spool_max_entries: Annotated[Int, Field(ge=10)] = 10_000
     """Pending deliveries kept per channel; beyond it the oldest warnings go first, never an emergency."""
 
 
@@ -354,7 +364,7 @@ class AlertingSettings(Section):
     """Slack incoming-webhook URL (secret)."""
     email: Annotated[list[Email], NoDecode, BeforeValidator(split_list)] = Field(default_factory=list)
     """Alert e-mail addresses (ALERT_EMAIL is a comma-separated list)."""
-    rate_limit_seconds: Annotated[float, Field(ge=0)] = 300
+    rate_limit_seconds: Annotated[Float, Field(ge=0)] = 300
     """Minimum seconds between two notifications of the same alert."""
     alert_levels: dict[LevelName, AlertLevelSettings] = Field(default_factory=dict)
     """Channels per level name (warning, critical, emergency); a level not listed uses every configured channel."""
@@ -379,14 +389,14 @@ class ExperimentalSettings(Section):
     """Alert when the trend predicts a threshold crossing within the prediction window."""
     prediction_window: Seconds = 600
     """Seconds ahead the trend is extrapolated."""
-    trend_threshold: Annotated[float, Field(ge=0)] = 0.05
+    trend_threshold: Annotated[Float, Field(ge=0)] = 0.05
     """Relative growth over the window that counts as a trend."""
 
 
 class PerformanceSettings(Section):
     """Limits on memmon's own cost."""
 
-    monitoring_overhead_limit_percent: Annotated[float, Field(gt=0, le=100)] = 5
+    monitoring_overhead_limit_percent: Annotated[Float, Field(gt=0, le=100)] = 5
     """Maximum share of wall time spent checking."""
     max_monitoring_time_seconds: Seconds = 2
     """Maximum seconds one check may take."""
@@ -407,7 +417,7 @@ def _regex(value: str) -> str:
 class TargetSettings(Section):
     """What is watched: processes (pids or a name regex; memmon itself when neither) or a cgroup."""
 
-    pids: Annotated[list[Annotated[int, Field(gt=0)]], NoDecode, BeforeValidator(split_list)] = Field(
+    pids: Annotated[list[Annotated[Int, Field(gt=0)]], NoDecode, BeforeValidator(split_list)] = Field(
         default_factory=list
     )
     """Process ids to watch (summed)."""
@@ -424,7 +434,7 @@ class TargetSettings(Section):
     worker_budget_mb: PositiveMb | None = None
     """A server's worker whose unique memory (USS, MiB) exceeds this is recycled before any level is reached
     (like uWSGI's ``reload-on-rss``); null = the warning threshold's share of the limit per worker."""
-    memory_limit_bytes: Annotated[int, Field(gt=0)] | None = None
+    memory_limit_bytes: Annotated[Int, Field(gt=0)] | None = None
     """The target's memory limit when memmon cannot see its cgroup (a sidecar: the app container's
     ``limits.memory`` from the downward API, ``MEMMON_TARGET__MEMORY_LIMIT_BYTES``); the effective limit is the
     smallest of this, a cgroup limit and host memory."""
@@ -434,14 +444,19 @@ class TargetSettings(Section):
         """``cgroup`` when a cgroup or unit is set, else ``process``."""
         return "cgroup" if self.cgroup or self.unit else "process"
 
-    @model_validator(mode="after")
-    def _exclusive(self) -> TargetSettings:
+    def rule_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
+        """pids or match; cgroup or unit; a server needs its master; worker_budget_mb needs a server."""
+
+        def known(*names: str) -> bool:
+            return not any(unsure(name) for name in names)
+
         problems = []
-        if self.pids and self.match is not None:
+        if self.pids and self.match is not None and known("pids", "match"):
             problems.append(
                 problem("cannot be combined with target.pids", at="match", expected="pids or match")
             )
-        if self.server is not None and not (self.pids or self.match or self.cgroup or self.unit):
+        masterless = not (self.pids or self.match or self.cgroup or self.unit)
+        if self.server is not None and masterless and known("server", "pids", "match", "cgroup", "unit"):
             problems.append(
                 problem(
                     "a server needs its master",
@@ -449,17 +464,15 @@ class TargetSettings(Section):
                     expected="target.pids (--pid MASTER), target.match, target.cgroup or target.unit",
                 )
             )
-        if self.worker_budget_mb is not None and self.server is None:
+        if self.worker_budget_mb is not None and self.server is None and known("worker_budget_mb", "server"):
             problems.append(
                 problem("only applies to a server", at="worker_budget_mb", expected="target.server")
             )
-        if self.cgroup is not None and self.unit is not None:
+        if self.cgroup is not None and self.unit is not None and known("cgroup", "unit"):
             problems.append(
                 problem("cannot be combined with target.cgroup", at="unit", expected="cgroup or unit")
             )
-        if problems:
-            raise problems_error(*problems)
-        return self
+        return problems
 
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -539,11 +552,13 @@ def _expand_home(value: Any) -> Any:
 class StorageSettings(Section):
     """Where history and alerts are kept (SQLite), and for how long."""
 
-    state_dir: Annotated[Path, BeforeValidator(_expand_home)] = Field(default_factory=default_state_dir)
+    state_dir: Annotated[Path, BeforeValidator(_expand_home), BeforeValidator(_path_given)] = Field(
+        default_factory=default_state_dir
+    )
     """Directory of the store; default $XDG_STATE_HOME/memmon, else ~/.local/state/memmon."""
-    retention_hours: Annotated[float, Field(gt=0)] = 24
+    retention_hours: Annotated[Float, Field(gt=0)] = 24
     """Hours of check history kept."""
-    alert_retention_hours: Annotated[float, Field(gt=0)] = 168
+    alert_retention_hours: Annotated[Float, Field(gt=0)] = 168
     """Hours of alert history kept."""
     flush_interval_seconds: Seconds = 5
     """Seconds between two batched writes."""
@@ -556,11 +571,11 @@ class LoggingSettings(Section):
         "INFO"
     )
     """Log level (case-insensitive; stored upper-case)."""
-    file: Annotated[Path | None, BeforeValidator(_expand_home)] = None
+    file: Annotated[Path | None, BeforeValidator(_expand_home), BeforeValidator(_path_given)] = None
     """Log file (the guide uses logs/production.log); null = standard error."""
     format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     """``text`` or ``json`` (one object per line)."""
-    max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    max_bytes: Annotated[Int, Field(ge=1024)] = 10 * 1024 * 1024
     """Size at which the log file is rotated."""
-    backup_count: Annotated[int, Field(ge=0)] = 5
+    backup_count: Annotated[Int, Field(ge=0)] = 5
     """Rotated log files kept."""

@@ -51,6 +51,13 @@ def cgroup_limit(settings: Settings) -> int | None:
         return None
 
 
+def _family(values: tuple[float | None, float | None, float | None], unit: str) -> str | None:
+    """``70/85/95 % of the limit``; ``-`` for a level switched off (null); None when all three are off."""
+    if all(value is None for value in values):
+        return None
+    return "/".join("-" if value is None else f"{value:g}" for value in values) + f" {unit}"
+
+
 def summary(settings: Settings, limit_bytes: int | None = None) -> list[str]:
     """The lines of the summary; lines starting with ``warning:`` name a setting that will not work as meant."""
     thresholds = settings.thresholds
@@ -66,11 +73,28 @@ def summary(settings: Settings, limit_bytes: int | None = None) -> list[str]:
             else "the target's cgroup limit (or host memory) at run time"
         )
     )
+    families = [
+        _family(
+            (thresholds.memory_warning_mb, thresholds.memory_critical_mb, thresholds.memory_emergency_mb),
+            "MiB",
+        ),
+        _family(
+            (
+                thresholds.memory_percent_warning,
+                thresholds.memory_percent_critical,
+                thresholds.memory_percent_emergency,
+            ),
+            "% of the limit",
+        ),
+    ]
+    judged = [family for family in families if family is not None]
     lines.append(
         f"check every {settings.monitoring.check_interval:g}s; warning/critical/emergency at "
-        f"{thresholds.memory_warning_mb}/{thresholds.memory_critical_mb}/{thresholds.memory_emergency_mb} MiB, "
-        f"{thresholds.memory_percent_warning}/{thresholds.memory_percent_critical}/"
-        f"{thresholds.memory_percent_emergency} % of the limit (the lower applies)"
+        + (
+            ", ".join(judged) + (" (the lower applies)" if len(judged) > 1 else "")
+            if judged
+            else "no threshold"
+        )
     )
     if not response.enabled or not response.emergency_actions.prepare_restart or restart.strategy == "none":
         lines.append("at emergency: no restart (graceful_restart.strategy none)")

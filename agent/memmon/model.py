@@ -120,6 +120,20 @@ class TargetKind(enum.Enum):
     """The target cgroup's working set."""
 
 
+class TargetState(enum.Enum):
+    """Whether this check could judge the target (``MemorySample.target_state``)."""
+
+    PRESENT = "present"
+    """The target's memory was read (``target_bytes`` is set)."""
+    MISSING = "missing"
+    """The target does not exist: every watched pid exited or never existed, nothing matches ``--match``, the
+    cgroup directory is absent (not created yet, removed, or between a unit's stop and start). A firing
+    alert of the target's component is resolved (reason ``target_missing``): there is no memory left to judge."""
+    UNREADABLE = "unreadable"
+    """The target exists but could not be read this check (permissions, an unexpected error): its component
+    keeps its state, since one failed read is no recovery."""
+
+
 @dataclass(frozen=True, slots=True)
 class MemorySample:
     """Everything one check read. Missing sources are None and listed in ``degraded``."""
@@ -140,6 +154,10 @@ class MemorySample:
     host: HostSample | None
     pressure: PressureSample | None
     degraded: tuple[Degradation, ...] = ()
+    target_state: TargetState = TargetState.PRESENT
+    """``present`` exactly when ``target_bytes`` is set."""
+    target_problem: str | None = None
+    """Why the target is missing or unreadable (the failing source's reason); None when present."""
 
     @property
     def percent_of_limit(self) -> float | None:

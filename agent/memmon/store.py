@@ -27,7 +27,7 @@ from memmon.alertrows import alert_from_row, alert_row
 from memmon.model import Alert, HistoryPoint, Level
 from memmon.sqlitefile import SqliteFile
 
-__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "MemoryStore", "StoreError"]
+__all__ = ["DB_FILENAME", "SAMPLE_NAMES", "SCHEMA_VERSION", "MemoryStore", "StoreError", "point_from_row"]
 
 DB_FILENAME = "memmon.db"
 SCHEMA_VERSION = 1
@@ -76,6 +76,8 @@ def _names(columns: Iterable[tuple[str, str]]) -> str:
 
 
 _SAMPLE_NAMES = _names(_SAMPLE_COLUMNS)
+SAMPLE_NAMES = _SAMPLE_NAMES
+"""The ``samples`` columns in :class:`HistoryPoint` field order, for a SELECT that :func:`point_from_row` reads."""
 _SAMPLE_FIELDS = tuple(name for name, _ in _SAMPLE_COLUMNS)
 _ALERT_NAMES = _names(_ALERT_COLUMNS)
 
@@ -109,7 +111,8 @@ def _sample_row(point: HistoryPoint) -> tuple[object, ...]:
     return (point.timestamp, point.level.label, *(getattr(point, name) for name in _SAMPLE_FIELDS[2:]))
 
 
-def _point_from_row(row: Sequence[Any]) -> HistoryPoint:
+def point_from_row(row: Sequence[Any]) -> HistoryPoint:
+    """The :class:`HistoryPoint` of a row selected with :data:`SAMPLE_NAMES`."""
     return HistoryPoint(row[0], Level.parse(row[1]), *row[2:])
 
 
@@ -202,14 +205,14 @@ class MemoryStore(SqliteFile):
             params += (until,)
         sql += " ORDER BY timestamp, rowid"
         with self._connection("read history") as conn:
-            return [_point_from_row(row) for row in conn.execute(sql, params)]
+            return [point_from_row(row) for row in conn.execute(sql, params)]
 
     def recent(self, limit: int) -> list[HistoryPoint]:
         """The newest ``limit`` samples, oldest first (to refill the history ring after a restart)."""
         sql = f"SELECT {_SAMPLE_NAMES} FROM samples ORDER BY timestamp DESC, rowid DESC LIMIT ?"
         with self._connection("read recent history") as conn:
             rows = conn.execute(sql, (max(0, limit),)).fetchall()
-        return [_point_from_row(row) for row in reversed(rows)]
+        return [point_from_row(row) for row in reversed(rows)]
 
     def alerts(self, since: float) -> list[Alert]:
         """Alerts that started at/after ``since``, resolved at/after ``since``, or are still firing.

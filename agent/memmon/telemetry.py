@@ -31,6 +31,23 @@ CHECK_DURATION_BUCKETS: tuple[float, ...] = (
 )
 """Seconds; a full check is aimed at well under 1 ms, so the fine buckets are at the low end."""
 
+# The label values known before anything happens. The metrics collector exposes a 0 series for each of them, because
+# a series that appears only on its first increment reads as "No data" on a dashboard, and rate() and increase()
+# never see that first increment (Prometheus docs, instrumentation practices: "Avoid missing metrics"). Add a value
+# here when the code starts counting a new one (tests/exposition/test_metrics_scrape.py checks the literals used).
+DELIVERY_OUTCOMES: tuple[str, ...] = ("delivered", "failed", "rejected", "dropped", "spool_error")
+"""``deliveries`` outcomes of every spooled channel: failed is retried later; rejected, dropped, spool_error are
+lost."""
+REPUSH_OUTCOMES: tuple[str, ...] = ("repushed", "repush_failed")
+"""``deliveries`` outcomes of the Alertmanager channel's periodic re-push of firing alerts."""
+ACTION_OUTCOMES: tuple[str, ...] = ("success", "failure", "dry_run", "skipped", "oom_killed", "rate_limited")
+"""``actions`` outcomes (``memmon.actions.runner.action_outcome`` plus the manual gc's rate limit)."""
+MEMORY_EVENT_KINDS: tuple[str, ...] = ("usage", "oom", "pressure", "memory.events", "psi")
+"""``memory_events`` kinds: the first word of the reasons the kernel watchers give (``memmon.sampling.events``,
+``memmon.sampling.usage_watch``)."""
+STORE_OPERATIONS: tuple[str, ...] = ("samples", "alerts", "prune", "close", "dropped_samples")
+"""``store_errors`` operations of the recorder."""
+
 
 class LabeledCounter:
     """A monotonically increasing count per label tuple; safe to bump from any thread."""
@@ -49,10 +66,13 @@ class LabeledCounter:
         with self._lock:
             self._counts[labels] = self._counts.get(labels, 0.0) + amount
 
-    def items(self) -> list[tuple[LabelValues, float]]:
-        """A consistent copy of every series."""
+    def items(self, expected: Iterable[LabelValues] = ()) -> list[tuple[LabelValues, float]]:
+        """A consistent copy of every series, plus a 0 for each ``expected`` label tuple never bumped."""
         with self._lock:
-            return list(self._counts.items())
+            counts = dict(self._counts)
+        for labels in expected:
+            counts.setdefault(labels, 0.0)
+        return list(counts.items())
 
     def value(self, *labels: str) -> float:
         """The current count of one series (0 when never bumped)."""

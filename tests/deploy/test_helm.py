@@ -224,6 +224,7 @@ REJECTED: dict[str, tuple[str, str | None]] = {
     "negative-mb": ("config.thresholds.memory_critical_mb=-1", None),
     "percent-over-100": ("config.thresholds.memory_percent_emergency=150", None),
     "zero-interval": ("config.monitoring.check_interval=0", None),
+    "interval-below-the-agents-minimum": ("config.monitoring.check_interval=0.01", None),
     "unknown-top-level-key": ("replicaCount=2", unknown("replicaCount")),
     "unknown-nested-key": ("sidecar.appContainer=web", unknown("appContainer")),
     "unknown-config-section": ("config.thresholdz.memory_percent_warning=50", unknown("thresholdz")),

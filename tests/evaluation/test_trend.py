@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 from collections.abc import Callable
 
 import pytest
@@ -217,21 +216,3 @@ def test_backwards_timestamp_restarts_the_history() -> None:
         predictor.add(1000.0 + t, BASE + t * MB)
     predictor.add(500.0, BASE)
     assert predictor.predict(400 * MB) is None
-
-
-def test_report_fit_cost_on_300_points(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints (does not assert) what fit_trend costs on 300 points, raw and on rolling maxima."""
-    points = series(lambda t: BASE + 0.1 * MB * t, end=299, step=1, seed=7)
-    points = [(1.7e9 + t, y) for t, y in points]
-    lines = []
-    for rolling in (0.0, 15.0):
-        runs = 200
-        best = float("inf")
-        for _ in range(5):
-            began = time.perf_counter()
-            for _ in range(runs):
-                fit_trend(points, rolling_max_seconds=rolling)
-            best = min(best, (time.perf_counter() - began) / runs)
-        lines.append(f"fit_trend, 300 points, rolling_max_seconds={rolling:g}: {best * 1e6:.0f} us per call")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))

@@ -36,18 +36,20 @@ def memmons_own(sites: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 async def test_leak_is_named_and_steady_patterns_are_not_leaks(tmp_path: Path) -> None:
-    """In separate processes: the leak fires one memory_leak alert naming leaky.py's line; sawtooth, cache and
-    spike run three windows each and fire none."""
+    """In separate processes: the leak fires one memory_leak alert and one follow-up naming leaky.py's line;
+    sawtooth, cache and spike run three windows each and fire none."""
     kinds = ["leak", "sawtooth", "cache", "spike"]
     for kind in kinds:
         (tmp_path / kind).mkdir()
     results = await asyncio.gather(*(run(kind, tmp_path / kind, 18) for kind in kinds))
     outcome = dict(zip(kinds, results, strict=True))
-    leak_alerts, leak_done = outcome["leak"]
-    assert len(leak_alerts) == 1, leak_alerts
-    sites = leak_alerts[0]["metadata"]["top_sites"]
+    leak_lines, leak_done = outcome["leak"]
+    leak_alerts = [line for line in leak_lines if line["component"] == "memory_leak"]
+    follow_ups = [line for line in leak_lines if line["component"] == "memory_leak_site"]
+    assert len(leak_alerts) == 1 and len(follow_ups) == 1, leak_lines
+    sites = follow_ups[0]["metadata"]["top_sites"]
     assert sites[0]["site"].endswith(f"leaky.py:{LEAKY_LINE}"), sites
-    assert "leaky.py" in str(leak_alerts[0]["message"])
+    assert "leaky.py" in str(follow_ups[0]["message"])
     assert not memmons_own(sites), sites
     assert leak_done == "done 1"
     for kind in ("sawtooth", "cache", "spike"):

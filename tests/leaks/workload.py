@@ -4,7 +4,8 @@
 
 KIND is ``leak`` (about 4 MB/s kept forever, allocated at a known line of ``leaky.py``), ``sawtooth``
 (16 MB up in 2 s, then collected), ``cache`` (fills 20 MB in 2 s, then flat), ``spike`` (60 MB for half a
-second). Prints one JSON line per memory_leak alert and ``done`` at the end; exits 0.
+second). Prints one JSON line per firing memory_leak alert and memory_leak_site follow-up (the allocation site
+found), and ``done`` at the end; exits 0.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ async def main(kind: str, state_dir: str, seconds: float) -> None:
     monitor = ProductionMemoryMonitor(settings=settings)
 
     def report(alert: Alert) -> None:
-        if alert.component == "memory_leak" and alert.state == "firing":
-            print(json.dumps({"message": alert.message, "metadata": dict(alert.metadata)}), flush=True)
+        if alert.component in ("memory_leak", "memory_leak_site") and alert.state == "firing":
+            body = {"component": alert.component, "message": alert.message, "metadata": dict(alert.metadata)}
+            print(json.dumps(body), flush=True)
 
     monitor.alert_manager.add_handler(report)
     await monitor.start_monitoring()

@@ -56,3 +56,14 @@ def wait_zombie(pid: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"pid {pid} did not become a zombie")
+
+
+def psi_off_reason() -> str:
+    """Why this kernel has no memory pressure (PSI) to read, for a skip: nothing can be installed for it."""
+    booted = Path("/proc/cmdline").read_text().split()
+    why = (
+        "booted with psi=0"
+        if "psi=0" in booted
+        else "built without CONFIG_PSI, or with CONFIG_PSI_DEFAULT_DISABLED and not booted with psi=1"
+    )
+    return f"PSI (memory pressure) is off on this kernel ({why}); nothing to install: boot with psi=1"

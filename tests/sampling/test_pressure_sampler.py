@@ -8,19 +8,19 @@ import pytest
 
 from memmon.sampling import CgroupLocation, PressureSampler, SourceUnavailable
 
-from .support import FIXTURES
+from .support import FIXTURES, psi_off_reason
 
 HOST = Path("/proc/pressure/memory")
 APP = FIXTURES / "cgroup_v2" / "system.slice" / "app.service"
 
 
-@pytest.mark.skipif(not HOST.is_file(), reason="this kernel has no /proc/pressure/memory (PSI off)")
+@pytest.mark.skipif(not HOST.is_file(), reason=f"no {HOST}: {psi_off_reason()}")
 def test_real_host_pressure_parses() -> None:
     """The real /proc/pressure/memory gives a some avg10 percent and a full one."""
     try:
         sample = PressureSampler().sample()
-    except SourceUnavailable as exc:  # booted with psi=0: the file exists but reads fail
-        pytest.skip(str(exc))
+    except SourceUnavailable as exc:  # PSI off at boot on an older kernel: the file exists, reads fail
+        pytest.skip(f"{exc}: {psi_off_reason()}")
     assert sample.source == str(HOST)
     assert 0.0 <= sample.some_avg10 <= 100.0
     assert sample.full_avg10 is not None and 0.0 <= sample.full_avg10 <= 100.0

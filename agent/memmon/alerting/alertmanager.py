@@ -35,6 +35,7 @@ from typing import Any
 from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
 from memmon.alerting.kinds import is_notice
+from memmon.alerting.redaction import url_secrets
 from memmon.isotime import iso_utc
 from memmon.model import Alert
 
@@ -80,6 +81,10 @@ class AlertmanagerChannel:
         self._poster = poster or JsonPoster()
         self._keys: dict[str, str] = {}
         """fingerprint -> idempotency key of the firing transition, so that re-pushes keep the annotation."""
+
+    def secrets(self) -> set[str]:
+        """What error texts must never show: the URL's credentials, token-like path, query (see redaction)."""
+        return url_secrets(self.url)
 
     def __repr__(self) -> str:
         return f"AlertmanagerChannel({redact_url(self.url)!r})"

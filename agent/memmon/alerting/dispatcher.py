@@ -9,7 +9,16 @@ key ``<alert id>:<state>`` lets receivers drop repeats).
 A failed attempt pauses the whole channel (a down receiver is down for every alert): exponential backoff with
 "equal jitter" (half the delay fixed, half random), or exactly the receiver's ``Retry-After``. A channel with
 ``degraded_after`` consecutive failures is reported degraded until a delivery succeeds. An answer a retry cannot
-change (HTTP 4xx, a refused recipient) drops the entry, counted and logged as ``rejected``.
+change (HTTP 4xx, a refused recipient) drops the entry, counted and logged as ``rejected``, and shows the
+channel ``failing`` until a delivery succeeds (a rejection usually means the channel's configuration is wrong).
+
+When the spool cannot be written (disk full, file system read-only), nothing is lost while the process lives:
+the transition is held in memory (:class:`~memmon.alerting.fallback.MemorySpool`, bounded) and delivered from
+there; the spool is reported degraded (``alerting.spool``), each channel holding such entries too, and every
+``spool_retry_seconds`` a probe write tests the spool again: once it works, the held entries are spooled.
+
+Every reason and receipt detail passes :func:`~memmon.alerting.redaction.send_redacted` first: what /health,
+the log and the test-alert answer show is scrubbed of credentials.
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ from functools import partial
 from typing import TypeVar
 
 from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
+from memmon.alerting.fallback import DEFAULT_MAX_ENTRIES, MemorySpool
 from memmon.alerting.kinds import is_silent, tracks_state
 from memmon.alerting.log import LogChannel
 from memmon.alerting.ratelimit import NotificationLimiter
+from memmon.alerting.redaction import Redactor, redacted_traceback, redactor_for, send_redacted
 from memmon.alerting.spool import AlertSpool, SpoolEntry
 from memmon.alerting.testalert import not_configured, send_test_alert
 from memmon.model import Alert, Level
@@ -66,6 +77,8 @@ class ChannelState:
     last_success_at: float | None = None
     paused_until: float = 0.0
     degraded: bool = False
+    rejected: bool = False
+    """The last answer was a final rejection: the channel is failing until a delivery succeeds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,10 @@ class ChannelReport:
     consecutive_failures: int
     last_error: str | None
     last_success_at: float | None
+    state: str = "ok"
+    """``ok``; ``degraded`` (retrying, or holding deliveries in memory only); ``failing`` (deliveries rejected)."""
+    in_memory: int = 0
+    """Of ``pending``, how many are held in memory only because the spool cannot be written."""
 
 
 class AlertDispatcher:
@@ -97,6 +114,8 @@ class AlertDispatcher:
         attempt_timeout: float = 15.0,
         active_alerts: Callable[[], Iterable[Alert]] = tuple,
         clock: Callable[[], float] = time.time,
+        memory_max_entries: int = DEFAULT_MAX_ENTRIES,
+        spool_retry_seconds: float = 2.0,
     ) -> None:
         self.channels = dict(channels)
         self.routes = dict(routes)
@@ -111,7 +130,17 @@ class AlertDispatcher:
         self.clock = clock
         self.log_channel = LogChannel()
         self.states = {name: ChannelState() for name in self.channels}
-        self.pending: dict[str, int] = dict.fromkeys(self.channels, 0)
+        self.memory = MemorySpool(memory_max_entries, clock=clock)
+        self.spool_retry_seconds = spool_retry_seconds
+        self.spool_problem: str | None = None
+        """Why the spool cannot be written, while it cannot."""
+        self._spooled: dict[str, int] = dict.fromkeys(self.channels, 0)
+        self._undeleted: set[int] = set()
+        """Spool ids delivered (or rejected) whose delete failed: never attempted again, deleted once possible."""
+        self._owner: dict[int, str] = {}
+        """Channel of each id in ``_undeleted``."""
+        self._locks = {name: asyncio.Lock() for name in self.channels}
+        self._redactors: dict[str, Redactor] = {name: redactor_for(ch) for name, ch in self.channels.items()}
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,14 +153,15 @@ class AlertDispatcher:
         """Open the spool (``SpoolError`` if it cannot be) and start a worker per channel; pending deliveries
         of a previous run are resumed."""
         await self._spool(self.spool.open)
-        self.pending.update(await self._spool(self.spool.pending))
+        self._spooled.update(await self._spool(self.spool.pending))
         loop = asyncio.get_running_loop()
         for name in self.channels:
             self._tasks.append(loop.create_task(self._deliver_loop(name), name=f"memmon-deliver-{name}"))
         self._tasks.append(loop.create_task(self._limiter_loop(), name="memmon-rate-limit"))
+        self._tasks.append(loop.create_task(self._respool_loop(), name="memmon-respool"))
         if "alertmanager" in self.channels:
             self._tasks.append(loop.create_task(self._repush_loop(), name="memmon-alertmanager-repush"))
-        resumed = sum(self.pending.values())
+        resumed = sum(self._spooled.values())
         if resumed:
             log.info("resuming %d undelivered alert notification(s) from %s", resumed, self.spool.path)
 
@@ -148,13 +178,20 @@ class AlertDispatcher:
         self._tasks.clear()
         for channel in self.channels.values():
             await channel.close()
+        if len(self.memory):
+            await self._respool()
+        if len(self.memory):
+            log.error(
+                "%d alert notification(s) held in memory were neither delivered nor spooled (%s): lost at exit",
+                len(self.memory), self.spool_problem,
+            )  # fmt: skip
         if self._pool is not None:
             await self._spool(self.spool.close)
             self._pool.shutdown(wait=True)
             self._pool = None
 
     def _due_now(self, name: str) -> bool:
-        return self.pending.get(name, 0) > 0 and self.states[name].paused_until <= self.clock()
+        return self.pending(name) > 0 and self.states[name].paused_until <= self.clock()
 
     # -- intake ----------------------------------------------------------------------------------------------
 
@@ -192,10 +229,11 @@ class AlertDispatcher:
         for name in targets:
             try:
                 _entry_id, dropped = await self._spool(partial(self.spool.add, name, key, alert))
-            except Exception as exc:  # the spool failing must not stop delivery attempts elsewhere
+            except Exception as exc:  # a full or read-only disk: deliver from memory rather than lose it
                 self.telemetry.deliveries.inc(name, "spool_error")
-                log.error("cannot spool alert %s for %s: %s", alert.id, name, exc)
-                continue
+                self._spool_failed(exc)
+                log.warning("alert %s for %s held in memory: the spool cannot be written", alert.id, name)
+                _entry_id, dropped = self.memory.add(name, key, alert)
             for lost in dropped:
                 self.telemetry.deliveries.inc(name, "dropped")
                 log.error(
@@ -206,7 +244,23 @@ class AlertDispatcher:
             self._wake[name].set()
 
     async def _count_pending(self, name: str) -> None:
-        self.pending[name] = (await self._spool(self.spool.pending)).get(name, 0)
+        try:
+            self._spooled[name] = (await self._spool(self.spool.pending)).get(name, 0)
+        except Exception as exc:  # keep the last count; the problem is reported once by _spool_failed
+            self._spool_failed(exc)
+
+    def pending(self, name: str) -> int:
+        """Deliveries of channel ``name`` waiting: in the spool (as last counted) and in memory."""
+        undeleted = sum(1 for entry_id in self._undeleted if self._owner.get(entry_id) == name)
+        return max(0, self._spooled.get(name, 0) - undeleted) + self.memory.count(name)
+
+    def _spool_failed(self, exc: BaseException) -> None:
+        if self.spool_problem is None:
+            log.error(
+                "alert spool %s cannot be written (%s): holding notifications in memory and retrying every %gs",
+                self.spool.path, exc, self.spool_retry_seconds,
+            )  # fmt: skip
+        self.spool_problem = str(exc)
 
     # -- delivery --------------------------------------------------------------------------------------------
 
@@ -218,36 +272,72 @@ class AlertDispatcher:
             wait = state.paused_until - self.clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            entries = await self._spool(partial(self.spool.due, name, self.clock(), 20))
-            if not entries:
-                next_at = await self._spool(partial(self.spool.next_due_at, name))
-                timeout = None if next_at is None else max(0.0, next_at - self.clock())
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+            async with self._locks[name]:  # the respool task moves held entries only between batches
+                entries = await self._due(name)
+                for entry in entries:
+                    if not await self._attempt(name, channel, state, entry):
+                        break
+            if entries:
                 continue
-            for entry in entries:
-                if not await self._attempt(name, channel, state, entry):
-                    break
+            next_at = await self._next_due_at(name)
+            timeout = None if next_at is None else max(0.0, next_at - self.clock())
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _due(self, name: str) -> list[SpoolEntry]:
+        """Due entries of the spool and of memory: highest severity first, then oldest."""
+        now = self.clock()
+        try:
+            spooled = await self._spool(partial(self.spool.due, name, now, 20 + len(self._undeleted)))
+        except Exception as exc:
+            self._spool_failed(exc)
+            spooled = []
+        spooled = [entry for entry in spooled if entry.id not in self._undeleted]
+        entries = spooled + self.memory.due(name, now, 20)
+        return sorted(entries, key=lambda e: (-int(e.alert.severity), e.created_at))[:20]
+
+    async def _next_due_at(self, name: str) -> float | None:
+        try:
+            spooled = await self._spool(partial(self.spool.next_due_at, name))
+        except Exception as exc:
+            self._spool_failed(exc)
+            spooled = self.clock() + self.spool_retry_seconds
+        times = [t for t in (spooled, self.memory.next_due_at(name)) if t is not None]
+        return min(times) if times else None
+
+    async def _forget(self, name: str, entry: SpoolEntry) -> None:
+        """Remove a delivered or rejected entry from wherever it is held."""
+        if entry.id < 0:
+            self.memory.delete(entry.id)
+        else:
+            try:
+                await self._spool(partial(self.spool.delete, entry.id))
+            except Exception as exc:  # never deliver it twice: skip it until the delete succeeds
+                self._spool_failed(exc)
+                self._undeleted.add(entry.id)
+                self._owner[entry.id] = name
+        await self._count_pending(name)
 
     async def _attempt(self, name: str, channel: Channel, state: ChannelState, entry: SpoolEntry) -> bool:
         """One attempt; True to go on with the next entry, False when the channel must pause."""
         delivery = Delivery(entry.alert, entry.idempotency_key, attempt=entry.attempts + 1)
         try:
             async with asyncio.timeout(self.attempt_timeout):
-                await channel.send(delivery)
+                await send_redacted(channel, delivery, self._redactors[name])
         except (DeliveryFailed, TimeoutError) as exc:
             failure = exc if isinstance(exc, DeliveryFailed) else DeliveryFailed("no answer in time")
+            if (
+                failure.__cause__ is not None
+            ):  # a channel bug: retried like a transient failure, traceback logged
+                log.error("channel %s raised while delivering alert %s:\n%s", name, entry.alert.id,
+                          redacted_traceback(failure.__cause__, self._redactors[name]))  # fmt: skip
             return await self._failed(name, state, entry, failure)
-        except Exception as exc:  # a channel bug: retry like a transient failure, with the traceback logged
-            log.exception("channel %s raised while delivering alert %s", name, entry.alert.id)
-            return await self._failed(name, state, entry, DeliveryFailed(f"{type(exc).__name__}: {exc}"))
-        await self._spool(partial(self.spool.delete, entry.id))
-        await self._count_pending(name)
+        await self._forget(name, entry)
         self.telemetry.deliveries.inc(name, "delivered")
-        if state.degraded:
+        if state.degraded or state.rejected:
             log.info("alert channel %s delivers again (after %d failures)", name, state.consecutive_failures)
-        state.consecutive_failures, state.degraded, state.last_error = 0, False, None
+        state.consecutive_failures, state.degraded, state.last_error, state.rejected = 0, False, None, False
         state.last_success_at = self.clock()
         return True
 
@@ -256,16 +346,24 @@ class AlertDispatcher:
     ) -> bool:
         alert = entry.alert
         if not failure.retryable:
-            await self._spool(partial(self.spool.delete, entry.id))
-            await self._count_pending(name)
+            await self._forget(name, entry)
             self.telemetry.deliveries.inc(name, "rejected")
+            state.rejected, state.last_error = True, failure.reason
             log.error("%s rejected alert %s for good: %s", name, alert.id, failure.reason)
             return True
         delay = (
             failure.retry_after if failure.retry_after is not None else self.backoff.delay(entry.attempts + 1)
         )
         next_at = self.clock() + delay
-        await self._spool(partial(self.spool.failed, entry.id, next_attempt_at=next_at, error=failure.reason))
+        if entry.id < 0:
+            self.memory.failed(entry.id, next_attempt_at=next_at, error=failure.reason)
+        else:
+            try:
+                await self._spool(
+                    partial(self.spool.failed, entry.id, next_attempt_at=next_at, error=failure.reason)
+                )
+            except Exception as exc:  # the channel's pause still spaces the retries
+                self._spool_failed(exc)
         self.telemetry.deliveries.inc(name, "failed")
         state.consecutive_failures += 1
         state.last_error = failure.reason
@@ -313,7 +411,42 @@ class AlertDispatcher:
                 self.telemetry.deliveries.inc("alertmanager", "repushed")
             except DeliveryFailed as exc:
                 self.telemetry.deliveries.inc("alertmanager", "repush_failed")
-                log.warning("alertmanager re-push of %d alert(s) failed: %s", len(firing), exc.reason)
+                reason = self._redactors["alertmanager"](exc.reason)
+                log.warning("alertmanager re-push of %d alert(s) failed: %s", len(firing), reason)
+
+    async def _respool_loop(self) -> None:
+        """While the spool cannot be written: probe it every ``spool_retry_seconds``, spool what memory holds."""
+        while True:
+            await asyncio.sleep(self.spool_retry_seconds)
+            if self.spool_problem is not None or len(self.memory) or self._undeleted:
+                await self._respool()
+
+    async def _respool(self) -> None:
+        """One try: probe-write the spool, finish failed deletes, move held entries into the spool."""
+        try:
+            await self._spool(self.spool.probe)
+            for entry_id in sorted(self._undeleted):
+                await self._spool(partial(self.spool.delete, entry_id))
+                self._undeleted.discard(entry_id)
+                self._owner.pop(entry_id, None)
+            moved = 0
+            for name in self.channels:
+                async with self._locks[name]:
+                    for entry in self.memory.entries(name):
+                        add = partial(self.spool.add, name, entry.idempotency_key, entry.alert,
+                                      not_before=entry.next_attempt_at)  # fmt: skip
+                        await self._spool(add)
+                        self.memory.delete(entry.id)
+                        moved += 1
+                    await self._count_pending(name)
+                    self._wake[name].set()
+        except Exception as exc:
+            self._spool_failed(exc)
+            return
+        if self.spool_problem is not None:
+            log.warning("alert spool %s can be written again: %d held notification(s) spooled", self.spool.path,
+                        moved)  # fmt: skip
+        self.spool_problem = None
 
     # -- on request ------------------------------------------------------------------------------------------
 
@@ -325,27 +458,48 @@ class AlertDispatcher:
             raise KeyError(not_configured(name, self.channels))
         return await send_test_alert(channel, alert, self.attempt_timeout)
 
+    def _state_of(self, name: str, state: ChannelState) -> str:
+        if state.rejected:
+            return "failing"
+        return "degraded" if state.degraded or self.memory.count(name) else "ok"
+
     def report(self) -> dict[str, ChannelReport]:
         """Every delivery channel's health and pending count."""
         return {
             name: ChannelReport(
                 name,
-                state.degraded,
-                self.pending.get(name, 0),
+                self._state_of(name, state) != "ok",
+                self.pending(name),
                 state.consecutive_failures,
                 state.last_error,
                 state.last_success_at,
+                self._state_of(name, state),
+                self.memory.count(name),
             )
             for name, state in self.states.items()
         }
 
     def degraded(self) -> dict[str, str]:
-        """Channel -> reason, for the channels currently degraded."""
-        return {
-            name: f"{state.consecutive_failures} failed attempts; last: {state.last_error}"
-            for name, state in self.states.items()
-            if state.degraded
-        }
+        """Channel -> reason, for the channels currently degraded or failing, and ``spool`` -> reason while the
+        spool cannot be written."""
+        found: dict[str, str] = {}
+        for name, state in self.states.items():
+            reasons = []
+            if state.rejected:
+                reasons.append(f"deliveries rejected; last: {state.last_error}")
+            elif state.degraded:
+                reasons.append(f"{state.consecutive_failures} failed attempts; last: {state.last_error}")
+            held = self.memory.count(name)
+            if held:
+                reasons.append(f"{held} notification(s) held in memory only (the spool cannot be written)")
+            if reasons:
+                found[name] = "; ".join(reasons)
+        if self.spool_problem is not None:
+            found["spool"] = (
+                f"cannot write {self.spool.path}: {self.spool_problem}; "
+                f"{len(self.memory)} notification(s) held in memory"
+            )
+        return found
 
     async def _spool(self, fn: Callable[[], T]) -> T:
         if self._pool is None:

@@ -1,7 +1,9 @@
 """The ``email`` channel: one multipart (text + HTML) mail per alert transition, sent with stdlib ``smtplib``.
 
-``smtplib`` blocks, so each send runs in a worker thread (``asyncio.to_thread``); ``timeout`` is the socket
-timeout of every SMTP step. Security: ``starttls`` (submission, port 587, RFC 3207), ``ssl`` (implicit TLS,
+``smtplib`` blocks, so each send runs in its own daemon thread; ``timeout`` bounds the whole delivery (a server
+that drips one byte at a time never trips a per-read socket timeout): at the deadline, on cancellation and on
+:meth:`EmailChannel.close` the socket is shut down, which ends the thread's read at once, and the failure says
+"timed out after N s". Security: ``starttls`` (submission, port 587, RFC 3207), ``ssl`` (implicit TLS,
 port 465, RFC 8314) or ``none``; certificates are verified against the system store or ``ca_file`` unless
 ``verify_tls`` is False. ``LOGIN`` happens when a username is given (smtplib picks CRAM-MD5, PLAIN or LOGIN).
 
@@ -22,24 +24,27 @@ The password never appears in a reason, a receipt or the channel's ``repr``.
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import hashlib
 import html
 import re
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from memmon.alerting.channel import Delivery, DeliveryFailed, Receipt
 from memmon.alerting.kinds import is_notice
+from memmon.alerting.redaction import Redactor, credential_forms
 from memmon.isotime import iso_utc
 from memmon.model import Alert
 
 Security = Literal["none", "starttls", "ssl"]
+T = TypeVar("T")
 
 _NOT_ATEXT = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _HEADER_COLOUR = {"warning": "#F2C744", "critical": "#E01E5A", "emergency": "#8B0000", "resolved": "#2EB67D"}
@@ -99,6 +104,7 @@ class EmailChannel:
         self._hostname = socket.gethostname()
         self.from_address = from_address or f"memmon@{self._hostname}"
         self.timeout = timeout
+        self._attempts: set[_Attempt] = set()
         self._tls: ssl.SSLContext | None = None
         if security != "none":
             self._tls = ssl.create_default_context(cafile=ca_file)
@@ -202,12 +208,38 @@ class EmailChannel:
     # -- sending -----------------------------------------------------------------------------------------------
 
     async def send(self, delivery: Delivery) -> Receipt:
-        """Send the mail once, in a worker thread; :class:`DeliveryFailed` when the server does not take it."""
+        """Send the mail once, in a worker thread; :class:`DeliveryFailed` when the server does not take it.
+
+        ``timeout`` bounds the whole delivery, not each read: at the deadline (or when the caller cancels) the
+        connection is shut down from here, which ends the thread's blocking read at once.
+        """
         msg = self.build_message(delivery)
+        attempt = _Attempt()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[dict[str, tuple[int, bytes]]] = loop.create_future()
+        self._attempts.add(attempt)
+
+        def run() -> None:
+            try:
+                result = self._send_blocking(msg, attempt)
+            except BaseException as exc:  # handed to the loop, raised there
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, result, None)
+
+        # A daemon thread, not the default executor: interpreter exit never waits for a stuck server.
+        threading.Thread(target=run, name="memmon-smtp", daemon=True).start()
+        deadline = loop.call_later(self.timeout, attempt.abort, "timeout")
         try:
-            refused = await asyncio.to_thread(self._send_blocking, msg)
+            refused = await done  # cancelling this cancels ``done``: the thread's late outcome is dropped
+        except asyncio.CancelledError:
+            attempt.abort("cancelled")
+            raise
         except Exception as exc:
-            raise self._failure(exc) from None
+            raise self._failure(exc, timed_out=attempt.reason == "timeout") from None
+        finally:
+            deadline.cancel()
+            self._attempts.discard(attempt)
         accepted = len(self.recipients) - len(refused)
         detail = f"accepted for {accepted} recipients"
         if refused:
@@ -216,12 +248,12 @@ class EmailChannel:
             )
         return Receipt(250, self._scrub(detail)[:200])
 
-    def _send_blocking(self, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
+    def _send_blocking(self, msg: EmailMessage, attempt: _Attempt) -> dict[str, tuple[int, bytes]]:
         smtp: smtplib.SMTP
         if self.security == "ssl":
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls)
+            smtp = _TrackedSMTPSSL(attempt, self.host, self.port, timeout=self.timeout, context=self._tls)
         else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            smtp = _TrackedSMTP(attempt, self.host, self.port, timeout=self.timeout)
         with smtp:
             smtp.ehlo()
             if self.security == "starttls":
@@ -232,10 +264,14 @@ class EmailChannel:
             # send_message raises SMTPRecipientsRefused only when every recipient is refused.
             return smtp.send_message(msg, self.from_address, list(self.recipients))
 
-    def _failure(self, exc: BaseException) -> DeliveryFailed:
+    def _failure(self, exc: BaseException, *, timed_out: bool = False) -> DeliveryFailed:
         where = f"SMTP {self.host}:{self.port}"
         retryable = True
         status: int | None = None
+        # smtplib turns a read timeout into SMTPServerDisconnected("Connection unexpectedly closed: timed out"),
+        # keeping the TimeoutError as the context; our own deadline shows as a disconnect too.
+        if timed_out or isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            return DeliveryFailed(f"{where}: timed out after {self.timeout:g}s")
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
             retryable = bool(codes) and all(400 <= code < 500 for code in codes)
@@ -271,8 +307,6 @@ class EmailChannel:
             reason = f"{where}: TLS certificate verification failed ({exc.verify_message})"
         elif isinstance(exc, ssl.SSLError):
             reason = f"{where}: TLS error ({exc.reason or type(exc).__name__})"
-        elif isinstance(exc, TimeoutError):
-            reason = f"{where}: timed out after {self.timeout:g}s"
         elif isinstance(exc, ConnectionRefusedError):
             reason = f"{where}: connection refused"
         elif isinstance(exc, socket.gaierror):
@@ -283,20 +317,83 @@ class EmailChannel:
             reason = f"{where}: {type(exc).__name__}"
         return DeliveryFailed(self._scrub(reason), retryable=retryable, status=status)
 
+    def secrets(self) -> set[str]:
+        """The password, plain and in the base64 forms AUTH PLAIN/LOGIN send (servers may echo them)."""
+        return credential_forms(self.username, self._password)
+
     def _scrub(self, text: str) -> str:
-        """``text`` without the password, plain or as the base64 forms AUTH PLAIN/LOGIN send (servers may echo)."""
-        password = self._password
-        if not password:
-            return text
-        user = self.username or ""
-        forms = {
-            password,
-            base64.b64encode(password.encode()).decode(),
-            base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
-        }
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, "***")
-        return text
+        """``text`` without the password in any form (see :mod:`memmon.alerting.redaction`)."""
+        return Redactor(self.secrets())(text)
 
     async def close(self) -> None:
-        """Nothing to release: every send opens and closes its own SMTP connection."""
+        """Shut down the connections of sends still in flight (their threads end at once); idempotent."""
+        for attempt in list(self._attempts):
+            attempt.abort("closed")
+
+
+def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
+    if future.done():  # the awaiting side was cancelled: nobody wants the outcome
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+class _Attempt:
+    """One send's SMTP connection, shut down from another thread at the deadline, on cancel or on close.
+
+    ``socket.shutdown(SHUT_RDWR)`` wakes a thread blocked in ``recv`` on the same socket (it returns EOF), so
+    smtplib's read ends at once with ``SMTPServerDisconnected``; ``close()`` alone would not wake it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._smtp: smtplib.SMTP | None = None
+        self.reason: str | None = None
+        """Why it was aborted (``timeout``, ``cancelled``, ``closed``), None while it was not."""
+
+    def hold(self, smtp: smtplib.SMTP) -> None:
+        """Called by the connection as it starts to connect; raises when the attempt was aborted already."""
+        with self._lock:
+            self._smtp = smtp
+            if self.reason is not None:
+                raise smtplib.SMTPServerDisconnected(f"aborted ({self.reason})")
+
+    def abort(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            sock = getattr(self._smtp, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _TrackedSMTP(smtplib.SMTP):
+    """``smtplib.SMTP`` that hands itself to its attempt before connecting: the greeting is read inside
+    ``connect()``, and a server may drip it, so the attempt must be able to shut the socket down from then on."""
+
+    def __init__(self, attempt: _Attempt, host: str, port: int, **kwargs: Any) -> None:
+        self._attempt = attempt
+        super().__init__(host, port, **kwargs)
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        self._attempt.hold(self)
+        return super().connect(host, port, source_address)
+
+
+class _TrackedSMTPSSL(smtplib.SMTP_SSL):
+    """``smtplib.SMTP_SSL`` tracked like :class:`_TrackedSMTP`."""
+
+    def __init__(self, attempt: _Attempt, host: str, port: int, **kwargs: Any) -> None:
+        self._attempt = attempt
+        super().__init__(host, port, **kwargs)
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        self._attempt.hold(self)
+        return super().connect(host, port, source_address)

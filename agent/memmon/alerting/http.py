@@ -5,7 +5,10 @@
 
 * 2xx -> ``Receipt(status, <first 200 characters of the body>)``;
 * 429 -> retryable, ``retry_after`` from the ``Retry-After`` header (seconds or an HTTP-date, RFC 9110 §10.2.3);
-* 408 and 5xx -> retryable; every other status (3xx: redirects are not followed, 4xx) -> not retryable;
+* 307/308 -> the same POST is sent to the ``Location`` (RFC 9110 §15.4.8/9; see :mod:`memmon.alerting.redirects`
+  for the hop limit, the https downgrade refusal and why credentials never go to another origin);
+  301/302/303 -> not followed, a final error naming the ``Location`` (a configuration to update);
+* 408 and 5xx -> retryable; every other status (other 3xx, 4xx) -> not retryable;
 * connection refused, DNS failures, resets and timeouts -> retryable.
 
 Webhook URLs carry their credentials (a Slack incoming-webhook URL's path *is* the secret), so no reason or
@@ -15,14 +18,17 @@ detail ever contains more of the URL than :func:`redact_url` keeps: ``scheme://h
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from memmon.alerting.channel import DeliveryFailed, Receipt
+from memmon.alerting.redaction import Redactor, url_secrets
+from memmon.alerting.redirects import FOLLOWED, NOT_FOLLOWED, next_hop
 from memmon.retryafter import parse_retry_after
 
 EXCERPT_CHARS = 200
@@ -58,31 +64,10 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
 
 
-def _secrets_of(url: str) -> list[str]:
-    """The parts of ``url`` that :func:`redact_url` drops and that may be secret, longest first."""
-    try:
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-    except ValueError:
-        return [url] if url else []
-    found = {url, userinfo, parts.query, parts.fragment}
-    if parts.path not in ("", "/"):
-        found.add(parts.path)
-        # Token-like segments on their own too (Slack's T.../B.../<secret>), but not words like "alerts".
-        found.update(
-            segment
-            for segment in parts.path.split("/")
-            if len(segment) >= 16 or (len(segment) >= 6 and any(char.isdigit() for char in segment))
-        )
-    found.update({unquote(item) for item in found})
-    return sorted((item for item in found if len(item) >= 3), key=len, reverse=True)
-
-
 def scrub(text: str, url: str) -> str:
-    """``text`` with every secret-looking part of ``url`` replaced by ``***`` (receivers may echo the path)."""
-    for secret in _secrets_of(url):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret-looking part of ``url`` and every generic credential form replaced by ``***``
+    (receivers may echo the path or the Authorization header)."""
+    return Redactor(url_secrets(url))(text)
 
 
 def excerpt(text: str, url: str) -> str:
@@ -137,22 +122,44 @@ class JsonPoster:
         body = json.dumps(payload, default=str, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         sent_headers = {"Content-Type": "application/json"}
         sent_headers.update(headers or {})
+        redact = Redactor(url_secrets(url))
+        deadline = asyncio.get_running_loop().time() + timeout
+        current = url
+        for hops in itertools.count():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise DeliveryFailed(f"{where}: timed out after {timeout:g}s")
+            status, text, answer_headers = await self._post_once(current, body, sent_headers, remaining, where,
+                                                                 timeout)  # fmt: skip
+            if status in FOLLOWED or status in NOT_FOLLOWED:
+                current, sent_headers = next_hop(
+                    current, status, answer_headers.get("Location"), sent_headers,
+                    where=where, hops=hops, redact=Redactor(url_secrets(url) | url_secrets(current)),
+                )  # fmt: skip
+                continue
+            return self._classify(url, where, status, redact(text), answer_headers.get("Retry-After"))
+        raise AssertionError("unreachable")  # pragma: no cover - itertools.count() never ends
+
+    async def _post_once(
+        self, url: str, body: bytes, headers: Mapping[str, str], limit: float, where: str, configured: float
+    ) -> tuple[int, str, Mapping[str, str]]:
+        """One POST within ``limit`` seconds; ``(status, start of the answer, answer headers)``, or
+        :class:`DeliveryFailed` (a timeout names the ``configured`` limit of the whole delivery)."""
         session = self._session_for_loop()
         try:
             async with session.post(
                 url,
                 data=body,
-                headers=sent_headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=limit),
+                allow_redirects=False,  # followed by post_json itself, where RFC 9110 allows it for a POST
             ) as response:
                 # Only the start of the answer is ever quoted: do not buffer a huge error page.
                 text = _decode(await response.content.read(_ANSWER_BYTES), response.charset)
-                status = response.status
-                retry_after_header = response.headers.get("Retry-After")
+                return response.status, text, response.headers
         except TimeoutError:
             # aiohttp's ServerTimeoutError/ConnectionTimeoutError subclass asyncio.TimeoutError (= TimeoutError).
-            raise DeliveryFailed(f"{where}: timed out after {timeout:g}s") from None
+            raise DeliveryFailed(f"{where}: timed out after {configured:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise DeliveryFailed(f"{where}: {_connect_reason(exc)}") from None
         except aiohttp.InvalidURL:
@@ -160,7 +167,6 @@ class JsonPoster:
         except (aiohttp.ClientError, OSError) as exc:
             # Disconnects, resets, malformed answers: the next attempt may well succeed.
             raise DeliveryFailed(f"{where}: {type(exc).__name__}") from None
-        return self._classify(url, where, status, text, retry_after_header)
 
     @staticmethod
     def _classify(url: str, where: str, status: int, text: str, retry_after_header: str | None) -> Receipt:

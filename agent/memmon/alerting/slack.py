@@ -27,6 +27,7 @@ from typing import Any
 from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
 from memmon.alerting.kinds import is_notice
+from memmon.alerting.redaction import url_secrets
 from memmon.isotime import iso_utc
 from memmon.model import Alert, Level
 
@@ -101,6 +102,10 @@ class SlackChannel:
         # Read once: the pod a container runs in does not change (Kubernetes downward API sets POD_NAME).
         self.pod = os.environ.get("POD_NAME") or None
         self._hostname = socket.gethostname()
+
+    def secrets(self) -> set[str]:
+        """What error texts must never show: the URL's credentials, token-like path, query (see redaction)."""
+        return url_secrets(self.url)
 
     def __repr__(self) -> str:
         return f"SlackChannel({redact_url(self.url)!r})"

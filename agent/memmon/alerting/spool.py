@@ -64,6 +64,8 @@ _SCHEMA: tuple[str, ...] = (
     "UNIQUE (channel, idempotency_key))",
     "CREATE INDEX IF NOT EXISTS spool_channel_next ON spool (channel, next_attempt_at)",
     "CREATE INDEX IF NOT EXISTS spool_channel_rank ON spool (channel, rank, id)",
+    # One row rewritten by probe(): the dispatcher's test whether the file can be written again.
+    "CREATE TABLE IF NOT EXISTS spool_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
 )
 
 _ENTRY_NAMES = (
@@ -203,6 +205,12 @@ class AlertSpool(SqliteFile):
                 "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
                 (next_attempt_at, error[:MAX_ERROR_CHARS], entry_id),
             )
+
+    def probe(self) -> None:
+        """Rewrite one row of a side table: ``SpoolError`` while the file cannot be written (disk full, read-only
+        file system), so that a caller holding deliveries elsewhere learns when it can spool again."""
+        with self._transaction("write the probe row") as conn:
+            conn.execute("INSERT OR REPLACE INTO spool_probe (id, at) VALUES (1, ?)", (self._clock(),))
 
     def delete(self, entry_id: int) -> None:
         """Remove an entry the receiver accepted (or rejected permanently). An unknown id is ignored."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
 from memmon.alerting.log import LogChannel
+from memmon.alerting.redaction import send_redacted
 from memmon.alerting.routing import build_channels
 from memmon.config import Settings
 from memmon.evaluation.evaluator import fingerprint
@@ -49,9 +50,10 @@ def not_configured(name: str, channels: Mapping[str, Channel]) -> str:
 
 
 async def send_test_alert(channel: Channel, alert: Alert, within: float) -> Receipt:
-    """One attempt through ``channel``; ``DeliveryFailed`` (or ``TimeoutError``) when not accepted."""
+    """One attempt through ``channel``; ``DeliveryFailed`` (or ``TimeoutError``) when not accepted. Reasons and
+    the receipt's detail are scrubbed of credentials (:mod:`memmon.alerting.redaction`)."""
     async with asyncio.timeout(within):
-        return await channel.send(Delivery(alert, f"{alert.id}:test", test=True))
+        return await send_redacted(channel, Delivery(alert, f"{alert.id}:test", test=True))
 
 
 async def run_test_alert(settings: Settings, name: str, severity: str) -> int:

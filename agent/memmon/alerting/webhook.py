@@ -15,6 +15,7 @@ from __future__ import annotations
 from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
 from memmon.alerting.payload import alert_payload
+from memmon.alerting.redaction import url_secrets
 
 
 class WebhookChannel:
@@ -27,6 +28,10 @@ class WebhookChannel:
         self.timeout = timeout
         self._owns_poster = poster is None
         self._poster = poster or JsonPoster()
+
+    def secrets(self) -> set[str]:
+        """What error texts must never show: the URL's credentials, token-like path, query (see redaction)."""
+        return url_secrets(self.url)
 
     def __repr__(self) -> str:
         return f"WebhookChannel({redact_url(self.url)!r})"

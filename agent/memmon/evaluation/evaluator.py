@@ -14,7 +14,13 @@ Rules of the machine, per component:
 - A firing alert's message and metadata say how fast the judged number moves (``growth_mib_per_second``, over up
   to ``growth_window_seconds`` of checks) and which watched process is the largest (``fattest_process``: pid,
   name, rss_mb), when known.
-- A component missing from a sample (its source degraded) keeps its state: missing data never resolves.
+- A component missing from a sample (its source degraded) keeps its state: one failed read is no recovery.
+- Except the target's own component (``process_memory``, or ``cgroup_memory`` for a cgroup target) when the
+  sample says the target is *missing* (``TargetState.MISSING``: the pids exited, nothing matches, the cgroup
+  directory is gone): there is no memory left to judge, so its firing alert is resolved with
+  ``metadata["resolved_reason"] = "target_missing"`` (and ``target_problem``, the reason) and the component is
+  dropped (no stale level, usage or growth); a target that comes back starts again from ok. A target that is
+  only *unreadable* keeps its state.
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from memmon.evaluation.rules import Measure, Reading, ThresholdRule
-from memmon.model import MB, Alert, ComponentStatus, Evaluation, Level, MemorySample, frozen_mapping
+from memmon.model import (
+    MB,
+    Alert,
+    ComponentStatus,
+    Evaluation,
+    Level,
+    MemorySample,
+    TargetKind,
+    TargetState,
+    frozen_mapping,
+)
 
 _GROWTH_POINTS = 512
 """At most this many recent (monotonic, MiB) points per component for the growth rate."""
@@ -179,6 +195,8 @@ class Evaluator:
                     transitions.append(state.alert)
                 state.level = new_level
             state.status = self._status(reading, state.level)
+        if sample.target_state is TargetState.MISSING:
+            transitions += self._target_gone(sample, now)
         self._level = max((state.level for state in self._states.values()), default=Level.OK)
         components = tuple(state.status for state in self._states.values() if state.status is not None)
         return Evaluation(
@@ -189,6 +207,31 @@ class Evaluator:
             transitions=tuple(transitions),
             active_alerts=self.active_alerts(),
         )
+
+    def _target_gone(self, sample: MemorySample, now: float) -> list[Alert]:
+        """Drop the target's component when the target is missing; the resolution of its firing alert, if any."""
+        component = "process_memory" if sample.target_kind is TargetKind.PROCESS else "cgroup_memory"
+        state = self._states.pop(component, None)
+        if state is None or state.alert is None:
+            return []
+        alert = state.alert
+        problem = sample.target_problem or "not found"
+        last_mb = state.points[-1][1] if state.points else alert.memory_usage
+        return [
+            replace(
+                alert,
+                state="resolved",
+                resolved_at=now,
+                memory_usage=round(last_mb, 1),
+                message=(
+                    f"RESOLVED: {component} {alert.severity.label} ended: target {sample.target} is gone "
+                    f"({problem}); no memory left to judge (last usage {last_mb:.1f} MiB)"
+                ),
+                metadata=frozen_mapping(
+                    {**alert.metadata, "resolved_reason": "target_missing", "target_problem": problem}
+                ),
+            )
+        ]
 
     def _track_growth(self, state: _ComponentState, monotonic: float, usage_mb: float) -> None:
         points = state.points

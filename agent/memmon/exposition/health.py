@@ -6,7 +6,9 @@ Timestamps are ISO 8601 UTC; sizes are MB and percents 0-100, as in the guide's 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,11 +21,18 @@ from memmon.actions.gc import GcRateLimited
 from memmon.actions.runner import action_outcome
 from memmon.alerting.channel import DeliveryFailed
 from memmon.alerting.payload import alert_payload
-from memmon.exposition.requests import choice_param, json_error, number_param, require_token
+from memmon.exposition.admission import AdmissionGate, ClientGone, while_connected
+from memmon.exposition.requests import (
+    AUTH_THROTTLE,
+    AuthThrottle,
+    choice_param,
+    json_error,
+    number_param,
+    require_token,
+)
 from memmon.exposition.source import MonitorView
-from memmon.history import downsample
 from memmon.isotime import iso_utc
-from memmon.model import MB, ActionResult, HistoryPoint, Level, MemorySample
+from memmon.model import MB, ActionResult, HistoryPoint, Level, MemorySample, TargetState
 
 STATUS_NAMES = {
     Level.OK: "healthy",
@@ -42,12 +51,31 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
+_POINT_FIELDS = tuple(field.name for field in dataclasses.fields(HistoryPoint))
+
+
 def point_payload(point: HistoryPoint) -> dict[str, Any]:
     """One history record as JSON."""
-    payload = dataclasses.asdict(point)
+    payload = {name: getattr(point, name) for name in _POINT_FIELDS}  # scalars only: no deep copy needed
     payload["timestamp"] = iso_utc(point.timestamp)
     payload["level"] = point.level.label
     return payload
+
+
+def history_body(hours: float, total: int, points: list[HistoryPoint], chunk: int = 500) -> list[bytes]:
+    """The ``/health/metrics/history`` JSON body ``{"hours", "count", "total", "samples"}``, as consecutive parts.
+
+    Built off the event loop (10,000 points are megabytes), ``chunk`` points at a time so that at most that many
+    dicts exist at once besides the encoded parts.
+    """
+    head = json.dumps({"hours": hours, "count": len(points), "total": total})
+    parts = [head[:-1].encode(), b', "samples": [']
+    for start in range(0, len(points), chunk):
+        encoded = json.dumps([point_payload(p) for p in points[start : start + chunk]])
+        parts.append(b", " if start else b"")
+        parts.append(encoded[1:-1].encode())
+    parts.append(b"]}")
+    return parts
 
 
 def memory_payload(sample: MemorySample) -> dict[str, Any]:
@@ -65,6 +93,8 @@ def memory_payload(sample: MemorySample) -> dict[str, Any]:
         "gc_objects_measured_at": iso_utc(process.gc_objects_at) if process else None,
         "target": sample.target,
         "target_kind": sample.target_kind.value,
+        "target_state": sample.target_state.value,
+        "target_problem": sample.target_problem,
         "memory_usage_mb": _mb(sample.target_bytes),
         "effective_limit_mb": _mb(sample.effective_limit_bytes),
         "limit_source": sample.limit_source,
@@ -129,6 +159,8 @@ class HealthRoutes:
     def __init__(self, monitor: MonitorView, *, clock: Callable[[], float] = time.time) -> None:
         self.monitor = monitor
         self.clock = clock
+        self.history_gate = AdmissionGate("history queries")
+        """Two history queries at a time, eight more waiting: memory per query is bounded, so this bounds all."""
 
     def add_to(self, app: web.Application) -> None:
         """Register every route on ``app``."""
@@ -138,16 +170,27 @@ class HealthRoutes:
         app.router.add_get("/health/memory", self.memory)
         app.router.add_get("/health/alerts", self.alerts)
         app.router.add_get("/health/metrics/history", self.history)
+        app.on_shutdown.append(self.history_gate.close)
+        app[AUTH_THROTTLE] = AuthThrottle()
         app.router.add_post("/health/actions/gc", self.gc)
         app.router.add_post("/health/actions/test-alert", self.test_alert)
         app.router.add_get("/health/leaks", self.leaks)
         app.router.add_post("/health/actions/leak-snapshot", self.leak_snapshot)
 
     def _status(self) -> str:
-        return "starting" if self.monitor.latest is None else STATUS_NAMES[self.monitor.level]
+        """``starting`` before the first check, ``unknown`` while the target is missing or unreadable (the
+        ``level`` then judges what is left: the host, swap), else the level's name."""
+        latest = self.monitor.latest
+        if latest is None:
+            return "starting"
+        if latest.sample.target_state is not TargetState.PRESENT:
+            return "unknown"
+        return STATUS_NAMES[self.monitor.level]
 
     async def health(self, _request: web.Request) -> web.Response:
-        """Always 200; the level is in ``status`` (``healthy``/``warning``/``critical``/``emergency``/``starting``)."""
+        """Always 200; ``status`` is ``healthy``/``warning``/``critical``/``emergency``, ``starting`` before the
+        first check, ``unknown`` while the target is missing or unreadable (``target_state``, ``target_problem``
+        say which and why)."""
         latest = self.monitor.latest
         sample = latest.sample if latest else None
         return web.json_response(
@@ -161,13 +204,16 @@ class HealthRoutes:
                 "memory_percentage": _round(sample.percent_of_limit) if sample else None,
                 "active_alerts": len(self.monitor.active_alerts()),
                 "target": sample.target if sample else None,
+                "target_state": sample.target_state.value if sample else None,
+                "target_problem": sample.target_problem if sample else None,
                 "live": self.monitor.is_live(),
                 "ready": self.monitor.is_ready(),
                 "degraded": sorted({d.source for d in self.monitor.degraded}),
                 "alert_channels": {
                     name: {
-                        "state": "degraded" if report.degraded else "ok",
+                        "state": report.state,
                         "pending": report.pending,
+                        "in_memory": report.in_memory,
                         "consecutive_failures": report.consecutive_failures,
                         "last_error": report.last_error,
                         "last_success": iso_utc(report.last_success_at),
@@ -204,11 +250,11 @@ class HealthRoutes:
         if latest is None:
             raise json_error(503, "no sample yet", "monitoring has not completed its first check")
         payload = memory_payload(latest.sample)
-        if fresh:
-            count = await self.monitor.count_gc_objects()
-            if count is not None:
-                payload["gc_objects"] = count
-                payload["gc_objects_measured_at"] = iso_utc(self.clock())
+        if fresh:  # at most one count per few seconds, shared by concurrent requests (O(heap), holds the GIL)
+            counted = await self.monitor.count_gc_objects()
+            if counted is not None:
+                payload["gc_objects"], measured_at = counted
+                payload["gc_objects_measured_at"] = iso_utc(measured_at)
         payload["level"] = latest.level.label
         payload["components"] = [
             {
@@ -247,23 +293,36 @@ class HealthRoutes:
             }
         )
 
-    async def history(self, request: web.Request) -> web.Response:
-        """Samples of the last ``hours`` (default 1, at most the retention), at most ``max_points`` (peaks kept)."""
+    async def history(self, request: web.Request) -> web.StreamResponse:
+        """Samples of the last ``hours`` (default 1, at most the retention), at most ``max_points`` (peaks kept).
+
+        Two run at a time and eight wait (then ``503 busy`` with ``Retry-After``); the query is downsampled in
+        SQLite and the body built off the event loop, so checks never wait on it; it stops when the client leaves.
+        """
         hours = self._hours(request, 1, self.monitor.settings.storage.retention_hours)
         max_points = int(
             number_param(request, "max_points", default=1000, minimum=1, maximum=MAX_HISTORY_POINTS)
         )
-        points = await self.monitor.history_since(self.clock() - hours * 3600)
-        total = len(points)
-        points = downsample(points, max_points)
-        return web.json_response(
-            {
-                "hours": hours,
-                "count": len(points),
-                "total": total,
-                "samples": [point_payload(p) for p in points],
-            }
-        )
+        since = self.clock() - hours * 3600
+
+        async def answer() -> list[bytes]:
+            async with self.history_gate.admit():
+                total, points = await self.monitor.history_window(since, max_points)
+                return await asyncio.to_thread(history_body, hours, total, points)
+
+        try:
+            parts = await while_connected(request, answer())
+        except ClientGone:
+            return web.json_response({"error": "client closed request"}, status=499)
+        # Streamed rather than web.Response(body=...): aiohttp keeps a connection's last response object alive
+        # while the connection idles, and with it a body of megabytes per keep-alive connection.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = sum(len(part) for part in parts)
+        await response.prepare(request)
+        while parts:
+            await response.write(parts.pop(0))
+        await response.write_eof()
+        return response
 
     async def gc(self, request: web.Request) -> web.Response:
         """The guide's manual garbage collection; needs the API token (or a loopback client without one)."""

@@ -11,21 +11,31 @@ Two families:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gzip
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import gzip_accepted
 from prometheus_client.registry import Collector
 
 from memmon import __version__
 from memmon.exposition.source import MonitorView
 from memmon.model import ALERT_LEVELS, MB
-from memmon.telemetry import DurationHistogram, LabeledCounter
+from memmon.telemetry import (
+    ACTION_OUTCOMES,
+    DELIVERY_OUTCOMES,
+    MEMORY_EVENT_KINDS,
+    REPUSH_OUTCOMES,
+    STORE_OPERATIONS,
+    DurationHistogram,
+    LabeledCounter,
+)
 
 SOURCES = (
     "process",
@@ -44,15 +54,26 @@ def _histogram(name: str, doc: str, histogram: DurationHistogram) -> HistogramMe
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
 
 
-def _counter(name: str, doc: str, counter: LabeledCounter, extra: dict[str, str] | None = None) -> Metric:
+def _counter(
+    name: str,
+    doc: str,
+    counter: LabeledCounter,
+    extra: dict[str, str] | None = None,
+    expected: Iterable[tuple[str, ...]] = (),
+) -> Metric:
+    """A counter family; ``expected`` label tuples (and the unlabelled series) are exposed at 0 until counted."""
     extra = extra or {}
     family = CounterMetricFamily(name, doc, labels=[*extra, *counter.label_names])
-    items = counter.items()
-    if not counter.label_names and not items:
-        items = [((), 0.0)]
-    for labels, value in items:
+    items = counter.items(expected=[()] if not counter.label_names else expected)
+    for labels, value in sorted(items):
         family.add_metric([*extra.values(), *labels], value)
     return family
+
+
+def _seen_by_known(counter: LabeledCounter, seconds: Iterable[str]) -> set[tuple[str, str]]:
+    """Every first label already counted, paired with each of the known second labels."""
+    known = tuple(seconds)
+    return {(labels[0], second) for labels, _value in counter.items() for second in known}
 
 
 class MemmonCollector(Collector):
@@ -122,17 +143,30 @@ class MemmonCollector(Collector):
         yield _counter("memmon_checks", "Checks completed.", telemetry.checks)
         yield _counter("memmon_check_overruns", "Checks slower than the limit.", telemetry.check_overruns)
         yield _counter("memmon_check_failures", "Checks that raised.", telemetry.check_failures)
-        yield _counter("memmon_actions", "Actions run, by outcome.", telemetry.actions)
+        # Which actions a configuration runs is decided inside the action runner, so an action's series start at 0
+        # from its first run on; every other label set below is known before anything happens.
+        actions = _seen_by_known(telemetry.actions, ACTION_OUTCOMES)
+        yield _counter("memmon_actions", "Actions run, by outcome.", telemetry.actions, expected=actions)
         yield _counter(
             "memmon_alert_handler_errors", "Custom alert handler failures.", telemetry.handler_errors
         )
-        yield _counter("memmon_store_errors", "State store failures.", telemetry.store_errors)
-        yield _counter("memmon_memory_events", "Kernel memory notifications that triggered a check.",
-                       telemetry.memory_events)  # fmt: skip
+        operations = [(operation,) for operation in STORE_OPERATIONS]
         yield _counter(
-            "memmon_alert_deliveries", "Alert deliveries by channel and outcome.", telemetry.deliveries
+            "memmon_store_errors", "State store failures.", telemetry.store_errors, expected=operations
         )
+        yield _counter("memmon_memory_events", "Kernel memory notifications that triggered a check.",
+                       telemetry.memory_events, expected=[(kind,) for kind in MEMORY_EVENT_KINDS])  # fmt: skip
         channels = monitor.alert_channels()
+        deliveries = {(name, outcome) for name in channels for outcome in DELIVERY_OUTCOMES}
+        deliveries.add(("log", "delivered"))  # the log channel cannot fail
+        if "alertmanager" in channels:
+            deliveries.update(("alertmanager", outcome) for outcome in REPUSH_OUTCOMES)
+        yield _counter(
+            "memmon_alert_deliveries",
+            "Alert deliveries by channel and outcome.",
+            telemetry.deliveries,
+            expected=deliveries,
+        )
         pending = GaugeMetricFamily("memmon_alert_spool_pending", "Deliveries waiting.", labels=["channel"])
         degraded_channels = GaugeMetricFamily(
             "memmon_alert_channel_degraded", "1 while a channel keeps failing.", labels=["channel"]
@@ -146,8 +180,13 @@ class MemmonCollector(Collector):
             return
         sample = latest.sample
         target = {"target": sample.target}
-        yield _counter("memmon_alerts", "Alerts fired.", telemetry.alerts_fired, target)
-        yield _counter("memmon_alerts_resolved", "Alerts resolved.", telemetry.alerts_resolved, target)
+        alert_labels = [
+            (level.label, status.component) for level in ALERT_LEVELS for status in latest.components
+        ]
+        yield _counter("memmon_alerts", "Alerts fired.", telemetry.alerts_fired, target, alert_labels)
+        yield _counter(
+            "memmon_alerts_resolved", "Alerts resolved.", telemetry.alerts_resolved, target, alert_labels
+        )
 
         def gauge(name: str, doc: str, value: float | None, **labels: str) -> Iterator[Metric]:
             if value is None:
@@ -284,6 +323,14 @@ def build_registry(monitor: MonitorView) -> CollectorRegistry:
     return registry
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition format of every metric."""
-    return generate_latest(registry)
+def render(registry: CollectorRegistry, accept_encoding: str = "") -> tuple[bytes, dict[str, str]]:
+    """The text exposition format of every metric and its headers; gzipped when ``accept_encoding`` (the request's
+    ``Accept-Encoding``) names gzip, as prometheus_client's own servers decide (``gzip_accepted``)."""
+    body = generate_latest(registry)
+    # The body depends on Accept-Encoding, so caches must key on it (RFC 9110 section 12.5.5).
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+    if gzip_accepted(accept_encoding):
+        # zlib's default level: nearly all of level 9's gain for a fraction of its time.
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    return body, headers

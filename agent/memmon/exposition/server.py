@@ -10,20 +10,17 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from memmon.exposition.health import HealthRoutes
+from memmon.exposition.livepage import EMBEDDED, LIVE_PAGE, current_answer
 from memmon.exposition.metrics import build_registry, render
+from memmon.exposition.protocol import JsonErrorRunner
+from memmon.exposition.requests import is_loopback
 from memmon.exposition.source import MonitorView
 
 log = logging.getLogger("memmon.server")
-
-LIVE_PAGE = resources.files("memmon.exposition").joinpath("page/index.html").read_bytes()
-PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
-"""The page talks only to this agent: no third-party origin can be loaded, even by injected markup."""
 
 
 class ServerStartError(Exception):
@@ -92,13 +89,15 @@ class MemoryHealthServer:
         app.router.add_get("/", self.page)
         return app
 
-    async def page(self, _request: web.Request) -> web.Response:
-        """The live page: one self-contained HTML file (no CDN, no build step) polling the JSON endpoints."""
+    async def page(self, request: web.Request) -> web.Response:
+        """The live page: one self-contained HTML file polling the JSON endpoints, served with the current
+        ``/health`` and ``/health/memory`` answers embedded so that its first paint shows the real level."""
+        state = {key: await current_answer(request, path) for key, path in EMBEDDED.items()}
         return web.Response(
-            body=LIVE_PAGE,
+            body=LIVE_PAGE.render(state),
             content_type="text/html",
             charset="utf-8",
-            headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY},
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": LIVE_PAGE.policy},
         )
 
     def metrics_app(self) -> web.Application:
@@ -107,10 +106,11 @@ class MemoryHealthServer:
         app.router.add_get("/metrics", self.metrics)
         return app
 
-    async def metrics(self, _request: web.Request) -> web.Response:
-        """Both metric families in the Prometheus text format."""
-        body = render(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Both metric families in the Prometheus text format, gzipped when the scraper accepts it (Prometheus
+        asks for gzip on every scrape)."""
+        body, headers = render(self.registry, request.headers.get("Accept-Encoding", ""))
+        return web.Response(body=body, headers=headers)
 
     async def start_server(self) -> None:
         """Bind and serve; :class:`ServerStartError` when a port is taken or the address is wrong."""
@@ -129,9 +129,26 @@ class MemoryHealthServer:
             self.port,
             f", metrics on http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else "",
         )
+        self._warn_if_exposed()
+
+    def _warn_if_exposed(self) -> None:
+        """One warning line when a bound address is not loopback and no API token is set."""
+        exposed = sorted(
+            {str(a[0]) for r in self._runners for a in r.addresses if not is_loopback(str(a[0]))}
+        )
+        if exposed and self.monitor.settings.server.api_token is None:
+            log.warning(
+                "server.bind %s listens on %s without an API token: anyone who can reach it reads every GET "
+                "endpoint (/health, /health/memory, /health/alerts, history, /metrics, and /health/leaks with "
+                "allocation sites as file:line); actions stay loopback-only. Set MEMMON_API_TOKEN or bind "
+                "127.0.0.1",
+                self.host,
+                ", ".join(exposed),
+                extra={"bind": self.host, "exposed": exposed},
+            )
 
     async def _serve(self, app: web.Application, port: int, setting: str) -> int:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        runner = JsonErrorRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.host, port)

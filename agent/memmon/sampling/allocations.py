@@ -13,6 +13,11 @@ a Python list of them): here about 0.6 µs and 180 bytes per block, so 0.5 ms fo
 2.5 s and 700 MB for the 4 million blocks of a million surviving small dicts. Keep windows short where many
 objects survive; ``tracemalloc.get_tracemalloc_memory()`` (about 45 bytes per block) tells how many there are.
 
+A window need not run its whole length: once it has traced enough, a caller may end it early.
+``traced_growth()`` reads tracemalloc's counter of traced bytes (O(1), no snapshot): no line can hold more than
+that, so it gates the costly question; ``finish_if(min_top_bytes)`` takes one snapshot and closes the window only
+if its biggest line already holds ``min_top_bytes``, otherwise tracing goes on.
+
 Sizes and counts in a report are that **delta**: bytes and blocks allocated during the window and still alive
 at ``finish()``, not everything a line ever allocated. Counts are tracemalloc blocks: a ``bytearray`` is two
 (the object and its buffer), a ``bytes`` one. A block allocated before the window and resized (``realloc``)
@@ -112,6 +117,9 @@ class AllocationProfiler:
     allocations, keeps the ``top`` sites by size and drops the snapshot. Sizes and counts are the delta:
     surviving bytes and blocks allocated during the window (see the module docstring).
 
+    ``finish_if(min_top_bytes)`` is ``finish()`` only once the top site holds ``min_top_bytes`` (see the module
+    docstring): the way to end a window early.
+
     Thread-safe: a worker thread may run ``snapshot_now()`` while another reads ``active``.
     """
 
@@ -126,6 +134,7 @@ class AllocationProfiler:
         self._lock = threading.Lock()
         self._started_at: float | None = None
         self._started_mono = 0.0
+        self._traced_at_start = 0
         self._owns_trace = False
         self._baseline: dict[_Key, tuple[int, int]] | None = None
 
@@ -139,6 +148,22 @@ class AllocationProfiler:
         """Wall-clock start of the open window, None when none is open."""
         return self._started_at
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds the open window has run (a monotonic clock), 0 when none is open."""
+        return 0.0 if self._started_at is None else time.perf_counter() - self._started_mono
+
+    def traced_growth(self) -> int:
+        """Bytes tracemalloc traces now beyond what it traced when the window opened; 0 when no window is open.
+
+        O(1) (tracemalloc's own counter, no snapshot): an upper bound of what the window's top site can hold, so
+        a caller asks :meth:`finish_if` (one snapshot) only once this has grown enough. It counts every traced
+        allocation still alive, memmon's and tracemalloc's own included, and goes down when blocks are freed.
+        """
+        if self._started_at is None or not tracemalloc.is_tracing():
+            return 0
+        return max(0, tracemalloc.get_traced_memory()[0] - self._traced_at_start)
+
     def start(self) -> bool:
         """Open a window; False (and nothing changes) when one is already open."""
         with self._lock:
@@ -151,6 +176,7 @@ class AllocationProfiler:
                 self._owns_trace = True
                 self._baseline = None
                 tracemalloc.start(self._frames)
+            self._traced_at_start = tracemalloc.get_traced_memory()[0]
             self._started_mono = time.perf_counter()
             self._started_at = self._clock()
             return True
@@ -160,30 +186,50 @@ class AllocationProfiler:
 
         Also ``RuntimeError`` when somebody stopped tracemalloc during the window (nothing is left to report).
         """
+        report = self._close(None)
+        assert report is not None  # an unconditional close always reports
+        return report
+
+    def finish_if(self, min_top_bytes: float) -> AllocationReport | None:
+        """Close the window and report, but only if its top site already holds ``min_top_bytes`` surviving bytes;
+        else leave it open (tracing goes on) and return None. ``RuntimeError`` like :meth:`finish`.
+
+        One snapshot either way; when the window stays open, that snapshot was grouped while tracing ran (slower,
+        and its transient memory was traced as tracemalloc's and memmon's own, which reports leave out).
+        """
+        return self._close(min_top_bytes)
+
+    def _close(self, min_top_bytes: float | None) -> AllocationReport | None:
         with self._lock:
             started_at = self._started_at
             if started_at is None:
                 raise RuntimeError("no allocation window is open: call start() first")
             owns, baseline = self._owns_trace, self._baseline
-            self._started_at, self._baseline = None, None
             began = time.perf_counter()
+            if not tracemalloc.is_tracing():
+                self._end(owns)
+                raise RuntimeError("tracemalloc was stopped by somebody else during the window")
+            grouped: dict[_Key, tuple[int, int]] | None = None
             try:
-                if not tracemalloc.is_tracing():
-                    raise RuntimeError("tracemalloc was stopped by somebody else during the window")
                 snapshot = tracemalloc.take_snapshot()
                 taken_at = self._clock()
                 traced_bytes, _peak = tracemalloc.get_traced_memory()
                 own_memory = tracemalloc.get_tracemalloc_memory()
-            finally:
-                if owns and tracemalloc.is_tracing():
-                    tracemalloc.stop()
+                if min_top_bytes is not None:
+                    grouped = _grouped(snapshot, baseline)
+                    if _top_line_size(grouped) < min_top_bytes:
+                        return None
+            except BaseException:
+                self._end(owns)
+                raise
+            # Stopped before the grouping when that is still to do: it then runs at full speed.
+            self._end(owns)
             window = began - self._started_mono
             blocks = len(snapshot.traces)
             limit = snapshot.traceback_limit
-            grouped = _grouped(snapshot)
+            if grouped is None:
+                grouped = _grouped(snapshot, baseline)
             del snapshot
-            if baseline is not None:
-                grouped = _grown(grouped, baseline)
             frames = min(self._frames, limit)
             sites = _top_sites(grouped, self._top, frames)
             spent = time.perf_counter() - began
@@ -202,6 +248,12 @@ class AllocationProfiler:
             traced_bytes=traced_bytes,
             overhead_note=note,
         )
+
+    def _end(self, owns: bool) -> None:
+        """Forget the open window and stop tracing if this profiler started it (the lock is held)."""
+        self._started_at, self._baseline = None, None
+        if owns and tracemalloc.is_tracing():
+            tracemalloc.stop()
 
     def snapshot_now(
         self, window_seconds: float, sleep: Callable[[float], None] = time.sleep
@@ -230,15 +282,18 @@ class AllocationProfiler:
             self._started_at, self._baseline = None, None
 
 
-def _grouped(snapshot: tracemalloc.Snapshot) -> dict[_Key, tuple[int, int]]:
-    """``(size, count)`` per distinct traceback (most recent frame first), left-out allocations removed."""
+def _grouped(
+    snapshot: tracemalloc.Snapshot, baseline: dict[_Key, tuple[int, int]] | None = None
+) -> dict[_Key, tuple[int, int]]:
+    """``(size, count)`` per distinct traceback (most recent frame first), left-out allocations removed; with a
+    ``baseline`` (a shared trace), only what grew over it."""
     excluded: dict[str, bool] = {}
     grouped: dict[_Key, tuple[int, int]] = {}
     for statistic in snapshot.statistics("traceback"):
         key = tuple((frame.filename, frame.lineno) for frame in reversed(statistic.traceback))
         if not any(_excluded(filename, excluded) for filename, _line in key):
             grouped[key] = (statistic.size, statistic.count)
-    return grouped
+    return grouped if baseline is None else _grown(grouped, baseline)
 
 
 def _excluded(filename: str, memo: dict[str, bool]) -> bool:
@@ -266,8 +321,10 @@ def _grown(
     return grown
 
 
-def _top_sites(grouped: dict[_Key, tuple[int, int]], top: int, frames: int) -> tuple[AllocationSite, ...]:
-    """Fold tracebacks into their innermost line; the ``top`` lines by size, each with its biggest path."""
+def _line_totals(
+    grouped: dict[_Key, tuple[int, int]],
+) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], tuple[int, _Key]]]:
+    """Tracebacks folded into their innermost line: ``(size, count)`` per line, and each line's biggest path."""
     totals: dict[tuple[str, int], tuple[int, int]] = {}
     biggest: dict[tuple[str, int], tuple[int, _Key]] = {}
     for key, (size, count) in grouped.items():
@@ -276,6 +333,18 @@ def _top_sites(grouped: dict[_Key, tuple[int, int]], top: int, frames: int) -> t
         totals[line] = (total_size + size, total_count + count)
         if line not in biggest or size > biggest[line][0]:
             biggest[line] = (size, key)
+    return totals, biggest
+
+
+def _top_line_size(grouped: dict[_Key, tuple[int, int]]) -> int:
+    """The surviving bytes of the biggest line (0 when nothing is left)."""
+    totals, _biggest = _line_totals(grouped)
+    return max((size for size, _count in totals.values()), default=0)
+
+
+def _top_sites(grouped: dict[_Key, tuple[int, int]], top: int, frames: int) -> tuple[AllocationSite, ...]:
+    """Fold tracebacks into their innermost line; the ``top`` lines by size, each with its biggest path."""
+    totals, biggest = _line_totals(grouped)
     ranked = sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))[:top]
     sources: dict[str, list[str] | None] = {}
     return tuple(

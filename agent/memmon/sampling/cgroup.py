@@ -37,6 +37,9 @@ class CgroupSampler:
     location is looked up at every ``sample()`` until that succeeds, and looked up again after a sample
     finds the directory gone (the unit or pod was recreated). A ``location`` given too is the first guess.
     ``CgroupSample.path`` is the location's hierarchy-relative ``name``.
+
+    ``absent`` says whether the last ``sample()`` failed because the cgroup is not there (its directory does not
+    exist, or ``locate`` could not place it): a missing target, as opposed to a file that could not be read.
     """
 
     def __init__(
@@ -51,6 +54,12 @@ class CgroupSampler:
         self._location = location
         self._locate = locate
         self._huge_limit_bytes = huge_limit_bytes
+        self._absent = False
+
+    @property
+    def absent(self) -> bool:
+        """True when the last sample found no cgroup to read (see the class docstring)."""
+        return self._absent
 
     @property
     def location(self) -> CgroupLocation | None:
@@ -59,18 +68,25 @@ class CgroupSampler:
 
     def sample(self) -> CgroupSample:
         """Read the cgroup once; ``SourceUnavailable`` when not located, a dir or file is missing, or bad."""
+        self._absent = False
         location = self._location
         if location is None:
             assert self._locate is not None
-            location = self._locate()
+            try:
+                location = self._locate()
+            except SourceUnavailable:
+                self._absent = True
+                raise
             self._location = location
         try:
             if location.version == 2:
                 return self._sample_v2(location)
             return self._sample_v1(location)
         except SourceUnavailable:
-            if self._locate is not None and not location.directory.is_dir():
-                self._location = None
+            if not location.directory.is_dir():
+                self._absent = True
+                if self._locate is not None:
+                    self._location = None
             raise
 
     def _sample_v2(self, location: CgroupLocation) -> CgroupSample:

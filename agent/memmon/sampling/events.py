@@ -75,7 +75,8 @@ def _libc() -> ctypes.CDLL:
 class MemoryEvents:
     """Arms kernel notifications for a memory cgroup and reports them to a callback on the event loop.
 
-    Reasons passed to ``on_event``: ``"usage crossed <bytes>"`` (either direction), ``"oom"``,
+    Reasons passed to ``on_event``: ``"usage crossed <bytes>"`` (the usage was at or above it when the
+    notification was read), ``"usage fell below <bytes>"`` (below it: v1 signals both directions), ``"oom"``,
     ``"pressure medium"``, ``"pressure critical"``, ``"memory.events changed"``, ``"psi trigger"``, and once
     ``"cgroup removed"`` when the cgroup went away (no notification follows); a pressure level and a
     ``memory.events`` change are reported at most every 100 ms, the last of a burst at the end of that time. A
@@ -265,6 +266,8 @@ class MemoryEvents:
             if reason.startswith("pressure "):
                 self._report_quietly(reason)
                 return
+            if reason.startswith("usage crossed "):
+                reason = self._direction(reason)
         elif kind == _INOTIFY:
             if self._drain_inotify(fd) & _IN_IGNORED:
                 self._end(f"{self.location.directory / 'memory.events'}: watch removed (cgroup removed?)")
@@ -281,6 +284,21 @@ class MemoryEvents:
         else:
             return
         self._on_event(reason)
+
+    def _direction(self, reason: str) -> str:
+        """``usage crossed N`` when the usage is at or above N now, ``usage fell below N`` when below: the kernel
+        signals a v1 threshold in either direction (cgroup-v1 memory.rst section 9) and a fall (a restarted
+        service freeing its memory) must not read as a rise. One pread of the open ``memory.usage_in_bytes``;
+        when it fails the reason stays a crossing (a check looks either way)."""
+        threshold = int(reason.rpartition(" ")[2])
+        usage_fd = self._files.get("memory.usage_in_bytes")
+        if usage_fd is None:
+            return reason
+        try:
+            usage = int(os.pread(usage_fd, 32, 0))
+        except (OSError, ValueError):
+            return reason
+        return reason if usage >= threshold else f"usage fell below {threshold}"
 
     def _report_quietly(self, reason: str) -> None:
         """Report now, or, within the quiet time after the last report, once at its end."""

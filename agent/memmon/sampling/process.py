@@ -13,6 +13,14 @@ Three ways to name the target (the CLI's defaults, ``--pid`` and ``--match``), a
 - **server** (``server=True``): the pids, the top of the matched trees, or ``tops()`` (a cgroup's main
   processes) are the masters; their children, re-read at every check (one small file per thread, see
   ``memmon.sampling.prefork``), are the workers. Each ``ProcessMemory`` says which it is (``role``).
+- **members** (``members=``): the processes of a cgroup target (``--cgroup``/``--unit`` without pids, match or
+  server), so that ``/health/memory``'s ``rss_mb`` and ``processes`` describe the target and not memmon. Every
+  member is read (memmon too, when it runs inside the cgroup: its memory is part of the cgroup's), at most
+  ``members_limit`` of them; an empty cgroup is an empty sample, a cgroup that is not there raises.
+
+``absent`` says whether the last ``sample()`` found no target process because there is none (every pid exited
+or never existed, nothing matches, no main process, no cgroup): the target is *missing*, as opposed to a
+process that exists but could not be read.
 
 RSS and VMS come from ``psutil.Process.memory_info()`` (one read of ``/proc/<pid>/statm``); ``psutil.Process``
 objects are cached between checks so identity (pid + start time) is checked and pid reuse is noticed.
@@ -58,6 +66,8 @@ class ProcessSampler:
         match_refresh_checks: int = 10,
         server: bool = False,
         tops: Callable[[], Sequence[int]] | None = None,
+        members: Callable[[], Sequence[int] | None] | None = None,
+        members_limit: int = 512,
     ) -> None:
         if pids and match is not None:
             raise ValueError("watch either fixed pids or a --match regex, not both")
@@ -67,10 +77,18 @@ class ProcessSampler:
             raise ValueError(f"match_refresh_checks must be >= 1, got {match_refresh_checks}")
         if tops is not None and (pids or match is not None or not server):
             raise ValueError("tops() names the masters of a server target without pids or a match")
+        if members is not None and (pids or match is not None or server or tops is not None):
+            raise ValueError("members() names a cgroup target's processes, without pids, match or server")
+        if members_limit < 1:
+            raise ValueError(f"members_limit must be >= 1, got {members_limit}")
         self._own_pid = os.getpid() if own_pid is None else own_pid
         self._never = lineage(self._own_pid)
         self._server = server
         self._tops = tops
+        self._members = members
+        self._members_limit = members_limit
+        self._member_count = 0
+        self._absent = False
         self._pattern: re.Pattern[str] | None = None
         if match is not None:
             try:
@@ -78,9 +96,9 @@ class ProcessSampler:
             except re.error as exc:
                 raise ValueError(f"invalid --match regex {match!r}: {exc}") from None
         self._requested: tuple[int, ...] = tuple(dict.fromkeys(pids)) or (
-            () if match is not None else (self._own_pid,)
+            () if match is not None or members is not None else (self._own_pid,)
         )
-        self._self_mode = not pids and match is None and tops is None
+        self._self_mode = not pids and match is None and tops is None and members is None
         self._gc_objects_every = gc_objects_every
         self._match_refresh_checks = match_refresh_checks
         self._clock = clock
@@ -90,6 +108,7 @@ class ProcessSampler:
         self._attached = False
         self._lost: dict[int, str] = {}
         self._denied: dict[int, str] = {}
+        self._denied_at_attach: set[int] = set()
         self._nothing_matched = False
         self._checks_since_resolve = 0
         self._masters: tuple[int, ...] = ()
@@ -109,6 +128,8 @@ class ProcessSampler:
             return f"match:{self._pattern.pattern}"
         if self._tops is not None:
             return "server"
+        if self._members is not None:
+            return "cgroup members"
         if self._self_mode:
             return "self"
         return "pid:" + ",".join(str(pid) for pid in self._requested)
@@ -158,9 +179,19 @@ class ProcessSampler:
             return tuple(self._lost)
 
     @property
+    def absent(self) -> bool:
+        """True when the last sample found no target process because none exists (see the module docstring)."""
+        with self._lock:
+            return self._absent
+
+    @property
     def problem(self) -> str | None:
         """Why some requested pids are gone or unreadable, or why nothing matched; None when all is well."""
         with self._lock:
+            if self._members is not None:
+                if self._member_count <= self._members_limit:
+                    return None
+                return f"read {self._members_limit} of the {self._member_count} processes of the cgroup"
             if self._tops is not None:
                 return None if self._masters else "no main process in the cgroup"
             if self._pattern is not None:
@@ -173,8 +204,11 @@ class ProcessSampler:
     def sample(self) -> ProcessSample:
         """Read every watched process once; raises ``SourceUnavailable`` when none can be read."""
         with self._lock:
+            self._absent = False
             if self._pattern is not None:
                 memories = self._sample_match()
+            elif self._members is not None:
+                memories = self._sample_members()
             elif self._tops is not None:
                 memories = self._sample_tops()
             else:
@@ -228,6 +262,7 @@ class ProcessSampler:
                     self._lost[pid] = f"pid {pid} does not exist"
                 except psutil.AccessDenied:
                     self._lost[pid] = f"pid {pid}: access denied"
+                    self._denied_at_attach.add(pid)
         memories: list[ProcessMemory] = []
         self._denied.clear()
         for pid, proc in list(self._procs.items()):
@@ -239,6 +274,7 @@ class ProcessSampler:
             except _Denied as exc:
                 self._denied[pid] = str(exc)
         if not memories:
+            self._absent = not self._denied and not self._denied_at_attach
             raise SourceUnavailable(f"process {self.label}: {self.problem or 'nothing to read'}")
         return memories
 
@@ -254,17 +290,18 @@ class ProcessSampler:
             self._read_matched(memories)
         self._nothing_matched = not memories
         if not memories:
+            self._absent = True
             raise SourceUnavailable(f"process {self.label}: {self.problem}")
         return list(memories.values())
 
-    def _read_matched(self, memories: dict[int, ProcessMemory]) -> bool:
+    def _read_matched(self, memories: dict[int, ProcessMemory], *, verify: bool = True) -> bool:
         """Read matched processes not yet in ``memories``; drop the unreadable; True if one was gone."""
         gone = False
         for pid, proc in list(self._procs.items()):
             if pid in memories:
                 continue
             try:
-                memories[pid] = _read(proc)
+                memories[pid] = _read(proc, verify=verify)
             except _Gone:
                 del self._procs[pid]
                 gone = True
@@ -311,7 +348,37 @@ class ProcessSampler:
         self._read_matched(memories)
         if not memories:
             self._masters = self._workers = ()
+            self._absent = True
             raise SourceUnavailable(f"process {self.label}: no main process in the cgroup")
+        return list(memories.values())
+
+    def _sample_members(self) -> list[ProcessMemory]:
+        """Members mode: the cgroup's processes now (reusing cached ``psutil.Process`` objects), each read once."""
+        assert self._members is not None
+        self._attached = True
+        members = self._members()
+        if members is None:
+            self._procs = {}
+            self._member_count = 0
+            self._absent = True
+            raise SourceUnavailable(f"process {self.label}: the cgroup is not there")
+        pids = list(dict.fromkeys(members))
+        self._member_count = len(pids)
+        procs: dict[int, psutil.Process] = {}
+        for pid in pids[: self._members_limit]:
+            proc = self._procs.get(pid)
+            if proc is None:
+                try:
+                    proc = psutil.Process(pid)
+                except psutil.Error:
+                    continue  # exited since cgroup.procs was read
+            procs[pid] = proc
+        self._procs = procs
+        memories: dict[int, ProcessMemory] = {}
+        # cgroup.procs was read just now, so the exit and pid-reuse checks (two more /proc reads per process,
+        # 4x the cost) are skipped: a task leaves cgroup.procs when it exits, before it is reaped (cgroup_exit()
+        # in kernel/cgroup/cgroup.c; no zombie is listed), and one that exits meanwhile raises _Gone.
+        self._read_matched(memories, verify=False)
         return list(memories.values())
 
     def _with_workers(self, tops: list[ProcessMemory]) -> list[ProcessMemory]:

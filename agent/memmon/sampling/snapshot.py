@@ -9,6 +9,14 @@ The sample says what the thresholds judge (``target_bytes``) and against which l
   container the host's memory is not what kills the service; the cgroup limit is. When ``/proc/meminfo``
   fails too, the last host total read is used, else the physical memory that ``sysconf`` reports.
 
+``target_state`` says whether the target could be judged: ``present`` (``target_bytes`` is set), ``missing``
+(the target's own source, the processes or the cgroup, found nothing to read: see ``ProcessSampler.absent`` and
+``CgroupSampler.absent``) or ``unreadable`` (it exists but the read failed); ``target_problem`` is that source's
+reason. A change of the target's state is logged once: WARNING ``target X not found: ...`` when it goes missing
+(also at the first check, i.e. at start-up), WARNING ``target X cannot be read: ...``, INFO ``target X found``
+when it is judged again. With a cgroup target the cgroup is read before its member processes, so the members
+of a cgroup located (or re-located after a restart of its unit) in this check are read in the same check.
+
 Each source that failed becomes a ``Degradation(source, reason)`` with source "process", "cgroup", "host" or
 "pressure" (a process sample that succeeded but lost some pids, or matched nothing, contributes its
 ``problem``). A degradation is logged once at WARNING when it starts (again if its reason changes) and once at
@@ -23,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from memmon.model import Degradation, MemorySample, TargetKind
+from memmon.model import Degradation, MemorySample, TargetKind, TargetState
 from memmon.sampling.base import Sampler, SourceUnavailable
 from memmon.sampling.cgroup import CgroupSampler
 from memmon.sampling.host import HostSampler
@@ -78,6 +86,8 @@ class SnapshotSampler:
         self._last_host_total: int | None = None
         self._degraded: dict[str, str] = {}
         """Source -> reason of the degradations already logged."""
+        self._target_state = TargetState.PRESENT
+        """The target state already logged (present until a check says otherwise: nothing to log then)."""
 
     @property
     def process(self) -> ProcessSampler | None:
@@ -105,10 +115,15 @@ class SnapshotSampler:
         monotonic = self._monotonic()
         failures: dict[str, tuple[str, BaseException | None]] = {}
 
-        process = self._read("process", self._process, failures)
+        if self._target_kind is TargetKind.CGROUP:
+            # The members of a cgroup target are those of the location this check found.
+            cgroup = self._read("cgroup", self._cgroup, failures)
+            process = self._read("process", self._process, failures)
+        else:
+            process = self._read("process", self._process, failures)
+            cgroup = self._read("cgroup", self._cgroup, failures)
         if process is not None and self._process is not None and self._process.problem:
             failures["process"] = (self._process.problem, None)
-        cgroup = self._read("cgroup", self._cgroup, failures)
         host = self._read("host", self._host, failures)
         pressure = self._read("pressure", self._pressure, failures)
 
@@ -123,10 +138,17 @@ class SnapshotSampler:
 
         if self._target_kind is TargetKind.PROCESS:
             target_bytes = process.rss_bytes if process is not None else None
+            source, absent = "process", self._process is not None and self._process.absent
         else:
             target_bytes = cgroup.working_set_bytes if cgroup is not None else None
+            source, absent = "cgroup", self._cgroup is not None and self._cgroup.absent
+        state, problem = TargetState.PRESENT, None
+        if target_bytes is None:
+            state = TargetState.MISSING if absent else TargetState.UNREADABLE
+            problem = failures[source][0] if source in failures else f"{source} not read"
 
         self._log_transitions(failures)
+        self._log_target(state, problem)
         return MemorySample(
             timestamp=timestamp,
             monotonic=monotonic,
@@ -142,6 +164,8 @@ class SnapshotSampler:
             degraded=tuple(
                 Degradation(source, failures[source][0]) for source in _SOURCES if source in failures
             ),
+            target_state=state,
+            target_problem=problem,
         )
 
     def _read(
@@ -161,6 +185,30 @@ class SnapshotSampler:
             # A bug or an unforeseen OS error must not stop the watchdog; it is logged with its traceback.
             failures[source] = (f"unexpected {type(exc).__name__}: {exc}", exc)
         return None
+
+    def _log_target(self, state: TargetState, problem: str | None) -> None:
+        """One line when the target goes missing or unreadable (or its state changes between those), one when
+        it is judged again."""
+        previous, self._target_state = self._target_state, state
+        if state is previous:
+            return
+        label = self._target_label
+        if state is TargetState.MISSING:
+            self._logger.warning(
+                "target %s not found: %s; /health says status unknown and /health/ready is 503 until it is "
+                "there, its firing alerts are resolved",
+                label,
+                problem,
+            )
+        elif state is TargetState.UNREADABLE:
+            self._logger.warning(
+                "target %s cannot be read: %s; /health says status unknown and /health/ready is 503 until it "
+                "is read again, its alerts keep their state",
+                label,
+                problem,
+            )
+        else:
+            self._logger.info("target %s found: judged again (was %s)", label, previous.value)
 
     def _log_transitions(self, failures: dict[str, tuple[str, BaseException | None]]) -> None:
         """WARNING when a source starts failing (or its reason changes), INFO when it recovers."""
