@@ -151,7 +151,12 @@ async def test_every_dashboard_rule_and_guide_query_runs_and_returns_data(busy_a
 
     instance = f"127.0.0.1:{busy_agent.server.port}"
     base = await asyncio.to_thread(prometheus, instance)
-    await asyncio.sleep(12)  # a dozen scrapes: rates and predict_linear need several points
+    # A dozen scrapes (rates and predict_linear need several points), while the watched process (this one) grows
+    # 2 MiB each half second: "Time to Limit" divides by deriv() > 0, which a flat process has no data for.
+    ballast: list[bytes] = []
+    for _ in range(24):
+        ballast.append(b"\x01" * (2 << 20))
+        await asyncio.sleep(0.5)
     failures: list[str] = []
     for title, expr in [("guide", q) for q in GUIDE_QUERIES] + dashboard_expressions():
         answer = await asyncio.to_thread(query, base, concrete(expr, instance))
