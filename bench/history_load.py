@@ -45,7 +45,7 @@ DAY = 86_400
 def fill_day(state_dir: Path, now: float) -> None:
     """A day of 1 s samples ending ``now``, in memmon's own schema (the store creates it)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
-    from memmon.store import MemoryStore
+    from memmon.storage.store import MemoryStore
 
     store = MemoryStore(state_dir)
     store.open()

@@ -22,7 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from memmon.config import ConfigError, Settings, load_settings
-from memmon.config_file import MAX_CONFIG_BYTES, MAX_NESTING
+from memmon.config.file import MAX_CONFIG_BYTES, MAX_NESTING
 
 MEMMON = Path(sys.executable).parent / "memmon"
 HOME = {"HOME": "/home/ops"}

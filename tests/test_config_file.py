@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from memmon.config_file import ConfigError, parse_config_text, read_config_file, strip_json_comments
+from memmon.config.file import ConfigError, parse_config_text, read_config_file, strip_json_comments
 
 GUIDE = Path(__file__).parent / "fixtures" / "config" / "guide-full.json"
 

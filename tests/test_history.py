@@ -6,8 +6,8 @@ from collections import deque
 
 import pytest
 
-from memmon.history import HistoryRing, downsample
 from memmon.model import HistoryPoint, Level
+from memmon.storage.history import HistoryRing, downsample
 
 T0 = 1_700_000_000.0
 

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from memmon.logsetup import configure_logging
+from memmon.kits.logsetup import configure_logging
 from tests.test_cli import clean_env, free_port, get_json, memmon, stop, wait_ready
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from memmon.schedule import FixedRateLoop
+from memmon.kits.schedule import FixedRateLoop
 
 
 async def test_ticks_keep_their_cadence_when_each_tick_takes_time() -> None:

@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from memmon.sdnotify import SystemdNotifier
+from memmon.kits.sdnotify import SystemdNotifier
 from tests.test_cli import clean_env, free_port, memmon, stop, wait_ready
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from memmon.statelock import LOCK_FILENAME, StateDirBusy, StateDirLock
+from memmon.storage.lock import LOCK_FILENAME, StateDirBusy, StateDirLock
 from tests.conftest import MonitorFactory
 from tests.prefork.agent import running_agent
 from tests.prefork.servers import free_port

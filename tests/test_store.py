@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from memmon.model import Alert, HistoryPoint, Level, frozen_mapping
-from memmon.store import MemoryStore, StoreError
+from memmon.storage.store import MemoryStore, StoreError
 
 T0 = 1_700_000_000.0
 

@@ -17,8 +17,8 @@ import pytest
 
 from memmon.alerting.spool import AlertSpool
 from memmon.model import Alert, Level, frozen_mapping
-from memmon.statelock import LOCK_FILENAME
-from memmon.store import DB_FILENAME, MemoryStore
+from memmon.storage.lock import LOCK_FILENAME
+from memmon.storage.store import DB_FILENAME, MemoryStore
 from tests.prefork.servers import free_port
 
 

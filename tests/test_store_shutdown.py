@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memmon.store import MemoryStore
+from memmon.storage.store import MemoryStore
 from tests.conftest import MonitorFactory
 
 

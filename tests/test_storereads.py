@@ -1,4 +1,4 @@
-"""History reads downsampled inside SQLite (memmon.storereads) against the Python contract (memmon.history)."""
+"""History reads downsampled inside SQLite (memmon.storage.reads) against the Python contract (memmon.history)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from memmon.history import downsample
 from memmon.model import HistoryPoint, Level
-from memmon.store import MemoryStore, StoreError
-from memmon.storereads import HistoryReader
+from memmon.storage.history import downsample
+from memmon.storage.reads import HistoryReader
+from memmon.storage.store import MemoryStore, StoreError
 from tests.waiting import wait_until
 
 

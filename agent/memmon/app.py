@@ -46,8 +46,8 @@ from memmon.config_summary import cgroup_limit, summary
 from memmon.evaluation.evaluator import Evaluator
 from memmon.evaluation.oom_kills import OomKillWatch
 from memmon.evaluation.rules import ThresholdRule
-from memmon.history import HistoryRing, downsample
 from memmon.kernelwatch import KernelWatch
+from memmon.kits.schedule import EVENT_GAP_SECONDS, FixedRateLoop
 from memmon.leakwatch import LeakWatch
 from memmon.levellog import LevelChangeLog
 from memmon.model import (
@@ -61,14 +61,14 @@ from memmon.model import (
     TargetState,
     frozen_mapping,
 )
-from memmon.recorder import StoreRecorder, history_point
 from memmon.sampling.events import adaptive_interval
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
-from memmon.schedule import EVENT_GAP_SECONDS, FixedRateLoop
-from memmon.statelock import StateDirLock
-from memmon.store import MemoryStore, StoreError
-from memmon.storereads import HistoryReader
+from memmon.storage.history import HistoryRing, downsample
+from memmon.storage.lock import StateDirLock
+from memmon.storage.reads import HistoryReader
+from memmon.storage.recorder import StoreRecorder, history_point
+from memmon.storage.store import MemoryStore, StoreError
 from memmon.telemetry import Telemetry
 
 T = TypeVar("T")
@@ -407,7 +407,7 @@ class ProductionMemoryMonitor:
     def _memory_event(self, reason: str) -> None:
         """A kernel notification or the usage watcher says memory moved: count it, run a check. A crossing at or
         above where a higher level begins (its rank is its height, see ``_known_lines``) runs one at once; any other
-        notification is coalesced to at most one check per ``EVENT_GAP_SECONDS`` (``memmon.schedule``)."""
+        notification is coalesced to at most one check per ``EVENT_GAP_SECONDS`` (``memmon.kits.schedule``)."""
         self.telemetry.memory_events.inc(reason.split(" ", 1)[0])
         if self._loop is not None:
             head, _, height = reason.rpartition(" ")

@@ -16,7 +16,7 @@ from typing import Any
 from memmon import __version__
 from memmon.config import ConfigError, Settings, check_config_file, load_settings
 from memmon.config_summary import cgroup_limit, summary
-from memmon.logsetup import configure_logging
+from memmon.kits.logsetup import configure_logging
 
 EXIT_CONFIG = 2
 

@@ -15,9 +15,9 @@ from memmon.alerting.spool import SpoolError
 from memmon.app import ProductionMemoryMonitor
 from memmon.config import Settings
 from memmon.exposition.server import MemoryHealthServer, ServerStartError
+from memmon.kits.sdnotify import SystemdNotifier
 from memmon.model import MB, Evaluation
-from memmon.sdnotify import SystemdNotifier
-from memmon.store import StoreError
+from memmon.storage.store import StoreError
 
 log = logging.getLogger("memmon.service")
 

@@ -9,7 +9,7 @@ import pytest
 
 from memmon.alerting.channel import Delivery
 from memmon.alerting.log import LogChannel
-from memmon.logsetup import JsonFormatter
+from memmon.kits.logsetup import JsonFormatter
 from memmon.model import Level
 from tests.alerting.receivers import sample_alert
 

@@ -285,7 +285,7 @@ def test_schema_is_draft07_and_closed(helm: Helm) -> None:
 def test_schema_config_sections_follow_memmon_settings() -> None:
     """The schema's config sections and typed keys are exactly memmon's (so a new setting cannot be rejected)."""
     from memmon.config import Settings
-    from memmon.config_sections import MonitoringSettings, ThresholdSettings
+    from memmon.config.sections import MonitoringSettings, ThresholdSettings
 
     config = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
     assert set(config["properties"]) == set(Settings.model_fields)

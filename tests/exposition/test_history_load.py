@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from memmon.store import MemoryStore
+from memmon.storage.store import MemoryStore
 from tests.waiting import wait_until
 
 DAY = 86_400

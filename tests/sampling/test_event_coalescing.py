@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from memmon.kits.schedule import EVENT_GAP_SECONDS
 from memmon.model import Evaluation
-from memmon.schedule import EVENT_GAP_SECONDS
 from tests.cgroups import v1_memory_cgroup
 from tests.conftest import MonitorFactory
 

@@ -50,8 +50,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from memmon.kits.retryafter import parse_retry_after
 from memmon.model import ActionResult, Level, frozen_mapping
-from memmon.retryafter import parse_retry_after
 
 log = logging.getLogger("memmon.kubernetes")
 

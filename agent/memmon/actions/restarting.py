@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
-from memmon.config_actions import AutoResponseSettings
+from memmon.config.actions import AutoResponseSettings
 from memmon.model import MB, ActionResult, Evaluation, Level, ProcessMemory, frozen_mapping
 
 log = logging.getLogger("memmon.actions")

@@ -26,7 +26,7 @@ from memmon.actions.inprocess import NonessentialWorkers, run_gc_cycles
 from memmon.actions.restarting import Recheck, Restarts, RestartStrategy, worst_reason
 from memmon.actions.signals import SignalAction
 from memmon.actions.throttle import Throttle
-from memmon.config_actions import AutoResponseSettings
+from memmon.config.actions import AutoResponseSettings
 from memmon.model import ActionResult, Alert, Evaluation, Level, frozen_mapping
 from memmon.telemetry import Telemetry
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from memmon.alerting.kinds import NOTICE, is_notice
 from memmon.evaluation.evaluator import fingerprint
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import MB, ActionResult, Alert, Level, frozen_mapping
 
 ALERTNAME = "MemmonAction"

@@ -36,7 +36,7 @@ from memmon.alerting.channel import Delivery, Receipt
 from memmon.alerting.http import JsonPoster, redact_url
 from memmon.alerting.kinds import is_notice
 from memmon.alerting.redaction import url_secrets
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import Alert
 
 ALERTNAME = "MemmonMemoryLevel"

@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 from memmon.alerting.channel import Delivery, DeliveryFailed, Receipt
 from memmon.alerting.kinds import is_notice
 from memmon.alerting.redaction import Redactor, credential_forms
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import Alert
 
 Security = Literal["none", "starttls", "ssl"]

@@ -29,7 +29,7 @@ import aiohttp
 from memmon.alerting.channel import DeliveryFailed, Receipt
 from memmon.alerting.redaction import Redactor, url_secrets
 from memmon.alerting.redirects import FOLLOWED, NOT_FOLLOWED, next_hop
-from memmon.retryafter import parse_retry_after
+from memmon.kits.retryafter import parse_retry_after
 
 EXCERPT_CHARS = 200
 """The contract's limit on ``Receipt.detail`` and on the answer quoted in a failure."""

@@ -2,7 +2,7 @@
 
 The line's message is the alert's own message; the identity of the alert travels in ``extra=`` fields
 (``alert_id``, ``fingerprint``, ``severity``, ``component``, ``target``, ``state``, ``idempotency_key``, ``test``),
-which the JSON log format (memmon.logsetup) writes as top-level keys. Levels: WARNING for a warning, ERROR for a
+which the JSON log format (memmon.kits.logsetup) writes as top-level keys. Levels: WARNING for a warning, ERROR for a
 critical, CRITICAL for an emergency alert, INFO for any resolution. The channel cannot fail once logging is
 configured (``write`` is the same, synchronous), so it always returns ``Receipt(None, "logged")``.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import Alert
 
 

@@ -3,7 +3,7 @@
 Every transition to deliver through a channel is added here BEFORE the first attempt and deleted only after
 the receiver accepted it (or rejected it permanently), so an agent killed with SIGKILL finds its pending
 deliveries after restart. One SQLite file in WAL mode, schema version 1 in ``PRAGMA user_version`` (a file
-written by a newer schema is refused), ``quick_check`` at open, like :mod:`memmon.store` but a separate file.
+written by a newer schema is refused), ``quick_check`` at open, like :mod:`memmon.storage.store` but a separate file.
 
 Durability: ``synchronous=NORMAL`` in WAL mode means a committed transaction has been written to the WAL file
 (not fsynced). It survives a SIGKILL or crash of the process, because the write is in the OS page cache; it
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memmon.alertrows import ALERT_ROW_WIDTH, alert_from_row, alert_row
 from memmon.model import Alert, Level
-from memmon.sqlitefile import SqliteFile
+from memmon.storage.alertrows import ALERT_ROW_WIDTH, alert_from_row, alert_row
+from memmon.storage.sqlitefile import SqliteFile
 
 __all__ = ["MAX_ERROR_CHARS", "SCHEMA_VERSION", "AlertSpool", "SpoolEntry", "SpoolError"]
 

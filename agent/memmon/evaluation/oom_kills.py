@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from memmon.evaluation.evaluator import fingerprint
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import MB, Alert, Evaluation, Level, MemorySample, ProcessMemory, frozen_mapping
 from memmon.sampling.kernel_log import KernelLog, OomKill
 

@@ -31,7 +31,7 @@ from memmon.exposition.requests import (
     require_token,
 )
 from memmon.exposition.source import MonitorView
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 from memmon.model import MB, ActionResult, HistoryPoint, Level, MemorySample, TargetState
 
 STATUS_NAMES = {

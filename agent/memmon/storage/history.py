@@ -1,6 +1,6 @@
 """The in-memory history ring that serves the hot path (``/health/memory``, trend queries).
 
-The ring keeps the newest ``size`` points; older ones live only in the SQLite store (:mod:`memmon.store`).
+The ring keeps the newest ``size`` points; older ones live only in the SQLite store (:mod:`memmon.storage.store`).
 Callers check :meth:`HistoryRing.covers` first and fall back to the store when the ring does not reach far
 enough back.
 

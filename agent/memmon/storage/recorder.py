@@ -7,7 +7,7 @@ shown as a degraded ``store`` source, and the buffered samples and alert transit
 next attempt. Only a successful write ends the failure ("state store works again"); at shutdown, what still
 cannot be written is dropped with one line giving the counts.
 
-The recorder holds the state directory's lock (:mod:`memmon.statelock`) from :meth:`StoreRecorder.open` to
+The recorder holds the state directory's lock (:mod:`memmon.storage.lock`) from :meth:`StoreRecorder.open` to
 :meth:`StoreRecorder.close`: a second agent on the same directory is refused before it writes anything.
 """
 
@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from memmon.model import MB, Alert, Evaluation, HistoryPoint
-from memmon.statelock import StateDirLock
-from memmon.store import MemoryStore, StoreError
+from memmon.storage.lock import StateDirLock
+from memmon.storage.store import MemoryStore, StoreError
 from memmon.telemetry import Telemetry
 
 T = TypeVar("T")

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memmon.alertrows import alert_from_row, alert_row
 from memmon.model import Alert, HistoryPoint, Level
-from memmon.sqlitefile import SqliteFile
+from memmon.storage.alertrows import alert_from_row, alert_row
+from memmon.storage.sqlitefile import SqliteFile
 
 __all__ = ["DB_FILENAME", "SAMPLE_NAMES", "SCHEMA_VERSION", "MemoryStore", "StoreError", "point_from_row"]
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from memmon.model import HistoryPoint
-from memmon.store import SAMPLE_NAMES, StoreError, point_from_row
+from memmon.storage.store import SAMPLE_NAMES, StoreError, point_from_row
 
 __all__ = ["HistoryReader"]
 

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from memmon.store import StoreError
+from memmon.storage.store import StoreError
 
 __all__ = ["LOCK_FILENAME", "StateDirBusy", "StateDirLock"]
 

@@ -32,10 +32,10 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from memmon.config_actions import SERVER_PRESETS, AutoResponseSettings
-from memmon.config_file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
-from memmon.config_rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
-from memmon.config_sections import (
+from memmon.config.actions import SERVER_PRESETS, AutoResponseSettings
+from memmon.config.file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
+from memmon.config.rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
+from memmon.config.sections import (
     LOAD_ENVIRON,
     AlertingSettings,
     ExperimentalSettings,
@@ -143,7 +143,7 @@ class _MemmonEnvSource(EnvSettingsSource):
 
 
 class _FileSource(PydanticBaseSettingsSource):
-    """The config file, already read (``memmon.config_file``)."""
+    """The config file, already read (``memmon.config.file``)."""
 
     def __init__(self, settings_cls: type[BaseSettings], load: _Load) -> None:
         super().__init__(settings_cls)
@@ -315,7 +315,9 @@ class Settings(RuleChecked, BaseSettings):
     @property
     def live_stale_seconds(self) -> float:
         """Seconds without a finished check after which /health/live fails (see server.live_stale_seconds)."""
-        return self.server.live_stale_after(self)
+        return self.server.live_stale_after(
+            self.monitoring.check_interval, self.performance.max_monitoring_time_seconds
+        )
 
     def redacted_dict(self) -> dict[str, Any]:
         """The effective config as JSON-ready data; secrets "***" when set, None when unset."""

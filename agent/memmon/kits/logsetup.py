@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memmon.isotime import iso_utc
+from memmon.kits.isotime import iso_utc
 
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 

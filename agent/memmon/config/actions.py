@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
-from memmon.config_rules import problem, problems_error
-from memmon.config_sections import Float, Int, Seconds, Section, _http_url
+from memmon.config.rules import problem, problems_error
+from memmon.config.sections import Float, Int, Seconds, Section, _http_url
 
 
 def _signal_name(value: Any) -> Any:

@@ -1,7 +1,7 @@
-"""The sections of the settings tree (see ``memmon.config`` for the root and the loading).
+"""The sections of the settings tree (see ``memmon.config.settings`` for the root and the loading).
 
 Every section is frozen and rejects unknown keys; every field has a docstring (the generated docs use them).
-Cross-field rules are ``rule_problems`` methods (``memmon.config_rules``): several problems of one section come
+Cross-field rules are ``rule_problems`` methods (``memmon.config.rules``): several problems of one section come
 out as several lines, in the same run as the field errors. Numbers are finite (``allow_inf_nan=False`` on every
 section: JSON's ``1e309`` parses to infinity) and never booleans (``Float``/``Int``).
 """
@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,12 +29,9 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-from memmon.config_file import MAX_NESTING, too_deep_at
-from memmon.config_rules import RuleChecked, Unsure, problem, problems_error
+from memmon.config.file import MAX_NESTING, too_deep_at
+from memmon.config.rules import RuleChecked, Unsure, problem, problems_error
 from memmon.model import ALERT_LEVELS, Level
-
-if TYPE_CHECKING:
-    from memmon.config import Settings
 
 LOAD_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("memmon_load_environ", default=None)
 """The environment the current ``load_settings`` call reads (defaults that depend on it look here)."""
@@ -512,11 +509,11 @@ class ServerSettings(Section):
         """``ready_fail_levels`` as a set."""
         return frozenset(self.ready_fail_levels)
 
-    def live_stale_after(self, settings: Settings) -> float:
-        """``live_stale_seconds``, or its default computed from the other sections of ``settings``."""
+    def live_stale_after(self, check_interval: float, max_check_seconds: float) -> float:
+        """``live_stale_seconds``, or its default: three check intervals plus the longest a check may take."""
         if self.live_stale_seconds is not None:
             return self.live_stale_seconds
-        return 3 * settings.monitoring.check_interval + settings.performance.max_monitoring_time_seconds
+        return 3 * check_interval + max_check_seconds
 
     @field_serializer("ready_fail_levels")
     def _level_names(self, levels: tuple[Level, ...]) -> list[str]:

@@ -1,0 +1,14 @@
+"""The configuration: one pydantic-settings tree, validated once at start-up.
+
+A layer below every stage: it imports ``memmon.model`` and its own modules, nothing else of memmon. The modules:
+``settings`` (the root and how it is loaded: overrides > environment > config file > defaults), ``sections`` and
+``actions`` (the sections), ``file`` (the JSON file with comments), ``rules`` (problem lines and cross-field rules).
+
+How stages receive settings: the assembly (``memmon.assembly``) hands each part the one section it reads, or
+plain values; only the wiring modules see the whole ``Settings``.
+"""
+
+from memmon.config.file import ConfigError
+from memmon.config.settings import GUIDE_ENV, Settings, check_config_file, load_settings
+
+__all__ = ["GUIDE_ENV", "ConfigError", "Settings", "check_config_file", "load_settings"]
