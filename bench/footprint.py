@@ -16,8 +16,17 @@ Starts a real ``memmon`` (1 s check interval, ``/metrics`` on its health port) a
    Then, when ``wrk`` is installed, one short closed-loop run for the maximum throughput (wrk does not hold a rate,
    so its latencies are not comparable with the fixed-rate rows).
 
+Before table 1, the idle figures: VmRSS, RssAnon and RssFile of each process 20 s after start (quick 1 s), before
+any scrape, and how many modules memmon imported by then (its own import-time report: ``PYTHONPROFILEIMPORTTIME=1``,
+the environment form of ``-X importtime``, one stderr line per module; no RSS cost, measured) with the modules a
+configuration may leave out that it did import.
+
 Ends with the goals of the issue next to the figures, each marked met or missed. Every process it starts is stopped
-at the end. Usage: ``python bench/footprint.py [--quick]`` (``--quick``: smoke sizes, figures not meaningful).
+at the end. Usage: ``python bench/footprint.py [--quick] [--baseline DIR] [--memmon-env KEY=VALUE ...]``
+(``--quick``: smoke sizes, figures not meaningful; ``--baseline DIR``: also start a memmon imported from the source
+tree ``DIR`` (the directory holding the ``memmon`` package, e.g. ``agent/`` of ``git archive <commit>``) for the idle
+figures and table 1, so before and after come from one run; ``--memmon-env``: an environment variable for the
+measured memmon, e.g. ``MALLOC_ARENA_MAX=2``).
 """
 
 from __future__ import annotations
@@ -71,10 +80,27 @@ class Sizes:
     connections: int
     wrk_seconds: int
     settle: float
+    idle_after: float
+    """Seconds after start at which the idle figures are read (no scrape before them)."""
 
 
-FULL = Sizes(60, 5, 200, ((500, 20), (2000, 20)), 16, 5, 3)
-QUICK = Sizes(3, 1, 10, ((200, 1),), 4, 1, 1)
+FULL = Sizes(60, 5, 200, ((500, 20), (2000, 20)), 16, 5, 3, 20)
+QUICK = Sizes(3, 1, 10, ((200, 1),), 4, 1, 1, 1)
+BASELINE = "memmon (baseline)"
+OPTIONAL_MODULES = (
+    "smtplib",
+    "memmon.alerting.email",
+    "memmon.alerting.alertmanager",
+    "memmon.alerting.slack",
+    "memmon.alerting.webhook",
+    "memmon.actions.kubernetes",
+    "memmon.sampling.allocations",
+    "memmon.sampling.mappings",
+    "tracemalloc",
+    "memmon.exposition.livepage",
+)
+"""Modules that the bench's configuration (log channel only, host target, no tracemalloc, nobody on the page)
+does not use: each one it imported anyway is named under the idle table."""
 
 
 @dataclass
@@ -85,6 +111,8 @@ class Target:
     port: int
     connection: http.client.HTTPConnection | None = None
     reconnects: int = 0
+    log: Path | None = None
+    """A memmon's stderr, holding its import-time report."""
 
     @property
     def pid(self) -> int:
@@ -276,7 +304,49 @@ def loadgen_main(spec: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The three measurements
+# The measurements
+
+
+@dataclass(frozen=True)
+class Idle:
+    rss_kib: int
+    anon_kib: int
+    file_kib: int
+    threads: int
+    modules: frozenset[str] | None
+    """What a memmon imported so far (from its import-time report); None for other processes."""
+
+
+def imported_modules(log: Path) -> frozenset[str]:
+    """Module names in a CPython import-time report (``import time: self | cumulative | <indent>name``)."""
+    names = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.add(name)
+    return frozenset(names)
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise KeyError(f"Threads not in /proc/{pid}/status")
+
+
+def measure_idle(targets: list[Target]) -> dict[str, Idle]:
+    """Each process's resident memory now (VmRSS = RssAnon + RssFile + RssShmem) and a memmon's imports."""
+    return {
+        t.name: Idle(
+            status_kib(t.pid),
+            status_kib(t.pid, "RssAnon"),
+            status_kib(t.pid, "RssFile"),
+            _threads(t.pid),
+            imported_modules(t.log) if t.log is not None else None,
+        )
+        for t in targets
+    }
 
 
 @dataclass
@@ -467,6 +537,10 @@ def run_wrk(memmon: Target, seconds: int, connections: int) -> LoadRun | str:
 # Processes, versions, printing
 
 
+IMPORT_REPORT = {"PYTHONPROFILEIMPORTTIME": "1"}
+"""A memmon's environment addition: CPython writes one ``import time:`` stderr line per module it imports."""
+
+
 def child_env() -> dict[str, str]:
     """This environment less memmon's own variables, so the agent runs on its defaults and the flags given."""
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("MEMMON_") and k not in GUIDE_ENV}
@@ -497,6 +571,39 @@ def print_header(title: str, quick: bool, versions: dict[str, str], load_at_star
     )
     if quick:
         print("**quick smoke run: sizes shrunk, figures not meaningful**")
+
+
+def print_idle(
+    idle: dict[str, Idle], targets: list[Target], sizes: Sizes, memmon_env: dict[str, str]
+) -> None:
+    print()
+    print(f"## Idle: {sizes.idle_after:g} s after start, no scrape yet (memmon checking every 1 s)")
+    print()
+    print("| process | VmRSS MiB | RssAnon MiB | RssFile MiB | threads | modules imported |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for target in targets:
+        entry = idle[target.name]
+        count = "-" if entry.modules is None else f"{len(entry.modules)}"
+        print(
+            f"| {target.name} | {entry.rss_kib / 1024:.1f} | {entry.anon_kib / 1024:.1f} | "
+            f"{entry.file_kib / 1024:.1f} | {entry.threads} | {count} |"
+        )
+    print()
+    for target in targets:
+        modules = idle[target.name].modules
+        if modules is not None:
+            unused = [name for name in OPTIONAL_MODULES if name in modules]
+            print(
+                f"- {target.name}: imported {', '.join(unused)} although this configuration does not use them"
+                if unused
+                else f"- {target.name}: none of {', '.join(OPTIONAL_MODULES)} imported (unused here)"
+            )
+    if memmon_env:
+        print(f"- memmon (not the baseline) ran with {' '.join(f'{k}={v}' for k, v in memmon_env.items())}")
+    print(
+        "- Modules: the agent's own import-time report (PYTHONPROFILEIMPORTTIME=1, one stderr line per module "
+        "imported); RSS figures from /proc/PID/status."
+    )
 
 
 def print_footprint(found: dict[str, Footprint], targets: list[Target], sizes: Sizes) -> None:
@@ -605,6 +712,7 @@ def print_goals(
     scrapes: dict[tuple[str, str], ScrapeFigures],
     have_node_exporter: bool,
     runs: list[LoadRun],
+    idle: dict[str, Idle],
 ) -> None:
     print()
     print("## Goals from the issue, next to this run's figures")
@@ -617,6 +725,11 @@ def print_goals(
     print(
         f"| idle RSS < 50 MB (MB = 2^20 bytes, as memmon reports) | memmon RSS at the end of the "
         f"footprint window: {rss_mb:.1f} MiB (max {memmon.rss_max_kib / 1024:.1f}) | {verdict} |"
+    )
+    idle_mib = idle["memmon"].rss_kib / 1024
+    print(
+        f"| idle agent under 40 MiB (issue 14: import nothing a configuration does not use) | VmRSS before any "
+        f"scrape: {idle_mib:.1f} MiB | {'met' if idle_mib < 40 else 'missed'} |"
     )
     if have_node_exporter:
         ours, theirs = scrapes[("memmon", "gzip")].seconds, scrapes[("node_exporter", "gzip")].seconds
@@ -657,6 +770,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     # the load generator's own process (run by run_fixed_load)
     parser.add_argument("--loadgen", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also start a memmon imported from this source tree (the directory holding the memmon package) for "
+        "the idle figures and table 1",
+    )
+    parser.add_argument(
+        "--memmon-env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="an environment variable for the measured memmon (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
     args = parser.parse_args()
     if args.loadgen:
         loadgen_main(args.loadgen)
@@ -672,18 +799,22 @@ def main() -> int:
         else "not installed",
         "wrk": tool_version(["wrk", "-v"]) if shutil.which("wrk") else "not installed",
     }
+    memmon_env = dict(item.split("=", 1) for item in args.memmon_env)
+    if args.baseline is not None and not (args.baseline / "memmon" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no memmon package there")
     targets: list[Target] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="memmon-footprint-") as tmp:
         logs = Path(tmp)
         try:
+            started = time.monotonic()
             port = free_port()
             with open(logs / "memmon.log", "wb") as log:
                 proc = subprocess.Popen(
                     memmon_argv(port, logs / "state", "--check-interval", "1", "--log-level", "WARNING"),
-                    stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                    stdout=log, stderr=subprocess.STDOUT, env=child_env() | memmon_env | IMPORT_REPORT,
                 )  # fmt: skip
-            targets.append(Target("memmon", memmon_version, proc, port))
+            targets.append(Target("memmon", memmon_version, proc, port, log=logs / "memmon.log"))
             wait_http(f"http://127.0.0.1:{port}/health", proc)
             if node_exporter_bin:
                 port2 = free_port()
@@ -698,11 +829,26 @@ def main() -> int:
                 notes.append(
                     f"{NODE_EXPORTER} not installed (Debian package of that name): memmon measured alone"
                 )
+            if args.baseline is not None:
+                port3 = free_port()
+                with open(logs / "baseline.log", "wb") as log:
+                    proc3 = subprocess.Popen(
+                        [sys.executable, "-m", "memmon", *memmon_argv(port3, logs / "state-baseline",
+                         "--check-interval", "1", "--log-level", "WARNING")[1:]],
+                        stdout=log, stderr=subprocess.STDOUT,
+                        env=child_env() | IMPORT_REPORT | {"PYTHONPATH": str(args.baseline.resolve())},
+                    )  # fmt: skip
+                targets.append(Target(BASELINE, str(args.baseline), proc3, port3, log=logs / "baseline.log"))
+                wait_http(f"http://127.0.0.1:{port3}/health", proc3)
+            # the idle figures: no scrape yet (the readiness polls above asked /health only)
+            time.sleep(max(0.0, started + sizes.idle_after - time.monotonic()))
+            idle = measure_idle(targets)
             time.sleep(sizes.settle)  # start-up (imports, first checks) is not the idle window
 
             found = measure_footprint(targets, sizes.footprint_seconds, sizes.scrape_every)
+            scraped = [t for t in targets if t.name != BASELINE]
             idle_gaps = check_gaps(targets[0], *found["memmon"].wall)
-            scrapes = measure_scrapes(targets, sizes.scrapes)
+            scrapes = measure_scrapes(scraped, sizes.scrapes)
             runs: list[LoadRun] = []
             for rate, seconds in sizes.loads:
                 runs.append(run_fixed_load(targets[0], rate, seconds, sizes.connections, logs))
@@ -718,7 +864,7 @@ def main() -> int:
                         f"{target.name} exited with {target.proc.returncode} during the benchmark"
                     )
         except BaseException:
-            for name in ("memmon.log", "node_exporter.log"):
+            for name in ("memmon.log", "node_exporter.log", "baseline.log"):
                 if (logs / name).exists():
                     sys.stderr.write(
                         f"--- {name} (tail)\n{(logs / name).read_text(errors='replace')[-3000:]}\n"
@@ -731,10 +877,13 @@ def main() -> int:
                 stop(target.proc)
 
     print_header("memmon footprint next to node_exporter", args.quick, versions, load_at_start)
+    if args.baseline is not None:
+        print(f"baseline: memmon imported from {args.baseline} (idle figures and table 1 only)")
+    print_idle(idle, targets, sizes, memmon_env)
     print_footprint(found, targets, sizes)
-    print_scrapes(scrapes, targets, sizes.scrapes)
+    print_scrapes(scrapes, scraped, sizes.scrapes)
     print_loads(runs, notes, idle_gaps, sizes.footprint_seconds)
-    print_goals(args.quick, found, scrapes, node_exporter_bin is not None, runs)
+    print_goals(args.quick, found, scrapes, node_exporter_bin is not None, runs, idle)
     reconnects = {t.name: t.reconnects for t in targets if t.reconnects}
     if reconnects:
         print(

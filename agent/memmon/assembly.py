@@ -7,20 +7,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memmon.actions.kubernetes import KubeConfig, KubernetesClient, PodReporter, why_not_in_cluster
+from memmon.actions.caches import CacheRegistry
+from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
+from memmon.actions.liveness import LivenessRestart
 from memmon.actions.memory_high import MemoryHighGuard
+from memmon.actions.restarting import Recheck
+from memmon.actions.restarts import build_restart
+from memmon.actions.runner import ActionRunner
+from memmon.actions.signals import SignalAction
 from memmon.actions.targets import TargetProcesses
+from memmon.actions.throttle import Throttle
 from memmon.alerting.dispatcher import AlertDispatcher, Backoff
+from memmon.alerting.manager import AlertManager
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.routing import build_channels, build_routing
 from memmon.alerting.spool import AlertSpool
 from memmon.config import Settings
-from memmon.evaluation.rules import ThresholdSet
-from memmon.model import Alert, TargetKind
+from memmon.evaluation.evaluator import Evaluator
+from memmon.evaluation.rules import ThresholdRule, ThresholdSet
+from memmon.model import ActionResult, Alert, Evaluation, TargetKind
 from memmon.sampling.base import SourceUnavailable
 from memmon.sampling.cgroup import CgroupSampler, cgroup_at, cgroup_of_unit, locate_cgroup_of
 from memmon.sampling.host import HostSampler
@@ -28,13 +38,39 @@ from memmon.sampling.pressure import PressureSampler
 from memmon.sampling.process import ProcessSampler
 from memmon.sampling.snapshot import SnapshotSampler
 from memmon.sampling.usage_watch import UsageWatcher
+from memmon.storage.lock import StateDirLock
+from memmon.storage.recorder import StoreRecorder
+from memmon.storage.store import MemoryStore
 from memmon.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from memmon.actions.pod_reporter import PodReporter
 
 log = logging.getLogger("memmon.monitor")
 
 
-def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
-    """The samplers the settings ask for: target processes, their (or the given) cgroup, host and pressure."""
+@dataclass(frozen=True)
+class AgentParts:
+    """What every target of one agent shares: the agent-wide settings, counters, store and alert path, the
+    sampling threads, memmon's in-process actions (library mode), the pod reporter and the clocks."""
+
+    telemetry: Telemetry
+    recorder: StoreRecorder
+    alert_manager: AlertManager
+    run_in_pool: Callable[[Callable[[], Any]], Awaitable[Any]]
+    caches: CacheRegistry
+    throttle: Throttle
+    nonessential: NonessentialWorkers
+    pod_reporter: Any
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+def build_sampler(
+    settings: Settings, *, name: str | None = None, host: HostSampler | None = None
+) -> tuple[SnapshotSampler, ProcessSampler]:
+    """The samplers the settings ask for: target processes, their (or the given) cgroup, host and pressure;
+    ``name`` labels the samples (default: ``cgroup:<path or unit>``, ``pid:...``, ``match:...`` or ``self``)."""
     target = settings.target
     server = target.server is not None
     cgroup: CgroupSampler  # created below; ``tops`` reads it at sampling time
@@ -82,13 +118,25 @@ def build_sampler(settings: Settings) -> tuple[SnapshotSampler, ProcessSampler]:
     snapshot = SnapshotSampler(
         process=process,
         cgroup=cgroup,
-        host=HostSampler(),
+        host=host or HostSampler(),
         pressure=PressureSampler.for_cgroup(location),
         target_kind=kind,
-        target_label=label,
+        target_label=name or label,
         configured_limit_bytes=target.memory_limit_bytes,
     )
     return snapshot, process
+
+
+def build_host_sampler(host: HostSampler, name: str = "host") -> SnapshotSampler:
+    """The host alone, judged once for every target of a multi-target agent (system and swap thresholds)."""
+    return SnapshotSampler(
+        process=None,
+        cgroup=None,
+        host=host,
+        pressure=PressureSampler.for_cgroup(None),
+        target_kind=TargetKind.HOST,
+        target_label=name,
+    )
 
 
 def _members(cgroup: CgroupSampler) -> tuple[int, ...]:
@@ -110,15 +158,95 @@ def _members_if_there(cgroup: CgroupSampler) -> tuple[int, ...] | None:
     return _members(cgroup)
 
 
-def build_thresholds(settings: Settings) -> ThresholdSet:
-    """The four threshold families of the config, levels that are unset left out."""
+def build_thresholds(settings: Settings, *, target: bool = True, host: bool = True) -> ThresholdSet:
+    """The threshold families of the config, levels that are unset left out: the target's (memory MiB and
+    percent) and the host's (system and swap percent); a multi-target agent judges the host once, apart."""
     thresholds = settings.thresholds
     return ThresholdSet(
-        memory_mb=thresholds.mb_thresholds(),
-        memory_percent=thresholds.percent_thresholds(),
-        system_percent=thresholds.system_thresholds(),
-        swap_percent=thresholds.swap_thresholds(),
+        memory_mb=thresholds.mb_thresholds() if target else {},
+        memory_percent=thresholds.percent_thresholds() if target else {},
+        system_percent=thresholds.system_thresholds() if host else {},
+        swap_percent=thresholds.swap_thresholds() if host else {},
+        judges_target=target,
+        judges_host=host,
     )
+
+
+def build_evaluator(
+    settings: Settings,
+    *,
+    judge_target: bool = True,
+    judge_host: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> Evaluator:
+    """The evaluator of one target: its thresholds, hysteresis and hold time."""
+    return Evaluator(
+        ThresholdRule(build_thresholds(settings, target=judge_target, host=judge_host)),
+        resolve_margin_ratio=settings.thresholds.resolve_margin_ratio,
+        min_duration_seconds=settings.thresholds.min_duration_seconds,
+        clock=clock,
+    )
+
+
+def build_action_runner(
+    settings: Settings,
+    parts: AgentParts,
+    targets: TargetProcesses,
+    process: ProcessSampler | None,
+    *,
+    recheck: Callable[[], Awaitable[Recheck]],
+    on_restart: Callable[[ActionResult], Awaitable[None]],
+    on_result: Callable[[ActionResult], None],
+    worker_budget: Callable[[Evaluation], int | None],
+) -> tuple[ActionRunner, LivenessRestart | None]:
+    """One target's action runner (its restart strategy and fallback, cool-downs and hourly cap), and the
+    liveness strategy when it is the one chosen (``/health/live`` reports it)."""
+    restart, fallback, liveness = build_restart(
+        settings,
+        targets,
+        workers=process.current_workers if process is not None and process.server else None,
+        clock=parts.clock,
+    )
+    runner = ActionRunner(
+        settings.auto_response,
+        parts.telemetry,
+        in_process=targets.own_target,
+        caches=parts.caches,
+        throttle=parts.throttle,
+        nonessential=parts.nonessential,
+        signals=lambda name: SignalAction(targets, name),
+        restart=restart,
+        fallback=fallback,
+        recheck=recheck,
+        own_rss=self_rss_bytes,
+        on_restart=on_restart,
+        on_result=on_result,
+        worker_budget=worker_budget,
+        clock=parts.clock,
+    )
+    return runner, liveness
+
+
+def build_store(
+    settings: Settings, telemetry: Telemetry, *, clock: Callable[[], float] = time.time
+) -> tuple[MemoryStore, StoreRecorder]:
+    """The SQLite store of the state directory and its recorder (batched writes, the one-agent-per-directory
+    lock naming this agent's bind address)."""
+    storage = settings.storage
+    store = MemoryStore(
+        Path(storage.state_dir),
+        retention_seconds=storage.retention_hours * 3600,
+        alert_retention_seconds=storage.alert_retention_hours * 3600,
+        clock=clock,
+    )
+    server = settings.server
+    recorder = StoreRecorder(
+        store,
+        telemetry,
+        flush_interval=storage.flush_interval_seconds,
+        lock=StateDirLock(Path(storage.state_dir), bind=f"{server.bind}:{server.health_port}"),
+    )
+    return store, recorder
 
 
 def build_dispatcher(
@@ -131,7 +259,15 @@ def build_dispatcher(
     """The alert dispatcher over the configured channels, and the routing warnings to log at start."""
     alerting = settings.alerting
     delivery = alerting.delivery
-    routing = build_routing(settings, build_channels(settings))
+    channels = build_channels(settings)
+    routing = build_routing(settings, channels)
+    target_routes = {}
+    warnings = list(routing.warnings)
+    for entry in settings.targets:
+        if entry.alert_levels is not None and not entry.is_pattern:
+            own = build_routing(settings.for_target(entry), channels)
+            target_routes[entry.default_name() or ""] = own.routes
+            warnings += [f"targets[{entry.default_name()}]: {warning}" for warning in own.warnings]
     dispatcher = AlertDispatcher(
         routing.channels,
         routing.routes,
@@ -152,8 +288,9 @@ def build_dispatcher(
         attempt_timeout=delivery.timeout_seconds + 5,
         active_alerts=active_alerts,
         clock=clock,
+        target_routes=target_routes,
     )
-    return dispatcher, routing.warnings
+    return dispatcher, tuple(warnings)
 
 
 def build_targets(settings: Settings, sampler: SnapshotSampler) -> TargetProcesses:
@@ -207,6 +344,11 @@ def build_pod_reporter(settings: Settings) -> PodReporter | None:
     """Pod annotations and Events when running in a Kubernetes pod (one log line when not)."""
     if not settings.auto_response.kubernetes_events:
         return None
+    # Imported here: a configuration without Kubernetes events does not load the client (footprint).
+    from memmon.actions.pod_reporter import PodReporter
+    from memmon.kits.kubeconfig import KubeConfig, why_not_in_cluster
+    from memmon.kits.kubernetes_client import KubernetesClient
+
     config = KubeConfig.in_cluster()
     if config is None:
         log.info("pod annotations and events are off: %s", why_not_in_cluster())

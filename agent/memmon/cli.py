@@ -15,7 +15,8 @@ from typing import Any
 
 from memmon import __version__
 from memmon.config import ConfigError, Settings, check_config_file, load_settings
-from memmon.config_summary import cgroup_limit, summary
+from memmon.config.targets import is_pattern
+from memmon.config_summary import summaries
 from memmon.kits.logsetup import configure_logging
 
 EXIT_CONFIG = 2
@@ -61,9 +62,18 @@ def run_parser() -> argparse.ArgumentParser:
     add("--state-dir", help="directory of the SQLite state (default ~/.local/state/memmon)")
     add("--check-interval", type=float, help="seconds between checks (default 5)")
     add("--pid", type=_pid_list, action="append", help="watch these pids (repeatable or comma-separated)")
-    add("--match", help="watch processes whose command line matches this regex")
-    add("--cgroup", help="watch this cgroup (directory or hierarchy path)")
-    add("--unit", help="watch this systemd unit's cgroup")
+    add("--match", action="append", help="watch processes whose command line matches this regex (repeatable)")
+    add(
+        "--cgroup",
+        action="append",
+        help="watch this cgroup (directory or hierarchy path; a glob such as '/system.slice/*.service' watches "
+        "each match; repeatable)",
+    )
+    add(
+        "--unit",
+        action="append",
+        help="watch this systemd unit's cgroup (a glob such as 'app-*.service'; repeatable)",
+    )
     add(
         "--server",
         choices=("gunicorn", "uwsgi", "celery", "generic"),
@@ -85,9 +95,6 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "log_format": ("logging", "format"),
         "state_dir": ("storage", "state_dir"),
         "check_interval": ("monitoring", "check_interval"),
-        "match": ("target", "match"),
-        "cgroup": ("target", "cgroup"),
-        "unit": ("target", "unit"),
         "server": ("target", "server"),
         "dry_run": ("auto_response", "dry_run"),
     }
@@ -96,9 +103,35 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, attribute)
         if value is not None:
             overrides.setdefault(section, {})[key] = value
-    if args.pid:
-        overrides.setdefault("target", {})["pids"] = [pid for group in args.pid for pid in group]
+    targets = _target_overrides(args)
+    if "targets" in targets:
+        overrides.pop("target", None)  # --server went into each entry
+        overrides["targets"] = targets["targets"]
+    elif "target" in targets:
+        overrides.setdefault("target", {}).update(targets["target"])
     return overrides
+
+
+def _target_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--pid``/``--match``/``--cgroup``/``--unit`` each given once: the one ``target`` they describe together
+    (``--server gunicorn --pid MASTER --cgroup C``); any of them given twice (or a glob): one ``targets`` entry
+    per occurrence (``--pid 1,2`` stays one target of two pids)."""
+    given = {
+        "pids": args.pid or [],
+        "match": args.match or [],
+        "cgroup": args.cgroup or [],
+        "unit": args.unit or [],
+    }
+    if not any(given.values()):
+        return {}
+    if all(len(values) <= 1 for values in given.values()) and not any(
+        is_pattern(value) for value in (*given["cgroup"], *given["unit"])
+    ):
+        return {"target": {key: values[0] for key, values in given.items() if values}}
+    entries = [{key: value} for key, values in given.items() for value in values]
+    if args.server is not None:
+        entries = [{**entry, "server": args.server} for entry in entries]
+    return {"targets": entries}
 
 
 def _report(error: ConfigError) -> int:
@@ -121,7 +154,7 @@ def check_config(argv: Sequence[str]) -> int:
     except ConfigError as error:
         return _report(error)
     print(f"{path or 'flags and defaults'}: ok")
-    for line in summary(settings, cgroup_limit(settings)):
+    for line in summaries(settings):
         print(f"  {line}")
     return 0
 

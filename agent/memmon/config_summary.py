@@ -130,5 +130,24 @@ def summary(settings: Settings, limit_bytes: int | None = None) -> list[str]:
     return lines
 
 
+def summaries(settings: Settings) -> list[str]:
+    """The summary of every target: one block per ``targets`` entry (its lines prefixed ``[name]``), or the one
+    target's lines as :func:`summary` gives them."""
+    if not settings.multi_target:
+        return summary(settings, cgroup_limit(settings))
+    lines = [f"{len(settings.targets)} target entries; the host is judged once, as target 'host'"]
+    for entry in settings.targets:
+        own = settings.for_target(entry)
+        name = entry.default_name() or f"each cgroup matching {entry.cgroup or entry.unit!r}"
+        limit = None if entry.is_pattern else cgroup_limit(own)
+        lines += [
+            f"warning: [{name}] {line.removeprefix('warning: ')}"
+            if line.startswith("warning:")
+            else f"[{name}] {line}"
+            for line in summary(own, limit)
+        ]
+    return lines
+
+
 def _expects(signal_name: str) -> str:
     return "its workers are replaced (a reload)" if signal_name == "SIGHUP" else "it exited"

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memmon.alerting.kinds import NOTICE
 from memmon.config import Settings
@@ -39,10 +39,13 @@ from memmon.evaluation.evaluator import fingerprint
 from memmon.evaluation.findings import FindingAlerts
 from memmon.evaluation.leaks import LeakDetector, LeakVerdict
 from memmon.evaluation.trend import Prediction, TrendPredictor
-from memmon.model import MB, Alert, Evaluation, TargetState, frozen_mapping
-from memmon.sampling.allocations import AllocationProfiler, AllocationReport
-from memmon.sampling.mappings import MappingReport, read_mappings
+from memmon.model import MB, Alert, Evaluation, LimitPrediction, TargetState, frozen_mapping
 from memmon.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    # imported where a trace or a mappings read is made: an agent that never explains a leak never loads them
+    from memmon.sampling.allocations import AllocationProfiler, AllocationReport
+    from memmon.sampling.mappings import MappingReport
 
 log = logging.getLogger("memmon.leaks")
 
@@ -78,6 +81,13 @@ class _Trace:
     """The growth rate (bytes per second) the detector found."""
     fresh: bool = True
     """Opened at this check: the window is judged from the next check on."""
+
+
+def _profiler(frames: int) -> AllocationProfiler:
+    """A tracemalloc profiler of ``frames`` frames (its module, and tracemalloc's, imported on the first one)."""
+    from memmon.sampling.allocations import AllocationProfiler
+
+    return AllocationProfiler(frames=frames)
 
 
 def _sites(report: AllocationReport) -> list[dict[str, object]]:
@@ -124,14 +134,14 @@ class LeakWatch:
             TrendPredictor(experimental.prediction_window) if experimental.predictive_alerting else None
         )
         self.profiler = (
-            AllocationProfiler(frames=leak.tracemalloc_frames)
+            _profiler(leak.tracemalloc_frames)
             if in_process and settings.monitoring.enable_tracemalloc
             else None
         )
         self.leak_alerts = FindingAlerts(LEAK)
         self.prediction_alerts = FindingAlerts(PREDICTION)
         self.verdict: LeakVerdict | None = None
-        self.prediction: dict[str, Any] | None = None
+        self.prediction: LimitPrediction | None = None
         self.last_profile: AllocationReport | None = None
         self.last_mappings: MappingReport | None = None
         self._trace: _Trace | None = None
@@ -369,7 +379,7 @@ class LeakWatch:
         experimental = self.settings.experimental
         to_limit = self.predictor.predict(limit_bytes)
         to_critical = self.predictor.predict(critical_bytes) if critical_bytes else None
-        self.prediction = None if to_limit is None else _prediction_payload(to_limit, to_critical)
+        self.prediction = None if to_limit is None else _limit_prediction(to_limit, to_critical)
         holds = (
             to_limit is not None
             and to_limit.confident
@@ -384,7 +394,7 @@ class LeakWatch:
             else "no longer predicted to reach the limit within the prediction window"
         )
         metadata: dict[str, object] = {
-            "prediction": self.prediction or {},
+            "prediction": {} if self.prediction is None else asdict(self.prediction),
             "limit_mb": round(limit_bytes / MB, 1),
         }
         return self.prediction_alerts.update(
@@ -400,6 +410,8 @@ class LeakWatch:
     # -- on request ----------------------------------------------------------------------------------------------
 
     def _mappings(self) -> MappingReport | None:
+        from memmon.sampling.mappings import read_mappings
+
         pids = self.target_pids()
         return read_mappings(pids[0]) if pids else None
 
@@ -407,9 +419,7 @@ class LeakWatch:
         """``POST /health/actions/leak-snapshot`` (blocking; run it in a worker thread): a tracemalloc window of
         ``seconds`` in library mode, the biggest mappings of the target otherwise."""
         if self.in_process:
-            profiler = self.profiler or AllocationProfiler(
-                frames=self.settings.monitoring.leak_detection.tracemalloc_frames
-            )
+            profiler = self.profiler or _profiler(self.settings.monitoring.leak_detection.tracemalloc_frames)
             if profiler.active:
                 raise RuntimeError("an allocation trace is already running; try again when it has finished")
             self.last_profile = profiler.snapshot_now(seconds)
@@ -429,7 +439,7 @@ class LeakWatch:
             "allocation_trace": None if self._trace is None else self._trace_status(),
             "last_profile": None if self.last_profile is None else asdict(self.last_profile),
             "last_mappings": None if self.last_mappings is None else asdict(self.last_mappings),
-            "prediction": self.prediction,
+            "prediction": None if self.prediction is None else asdict(self.prediction),
         }
 
     def active_alerts(self) -> tuple[Alert, ...]:
@@ -449,14 +459,14 @@ class LeakWatch:
         return others
 
 
-def _prediction_payload(to_limit: Prediction, to_critical: Prediction | None) -> dict[str, Any]:
-    return {
-        "seconds_to_limit": None if to_limit.seconds is None else round(to_limit.seconds, 1),
-        "seconds_to_critical": None if to_critical is None or to_critical.seconds is None
+def _limit_prediction(to_limit: Prediction, to_critical: Prediction | None) -> LimitPrediction:
+    return LimitPrediction(
+        seconds_to_limit=None if to_limit.seconds is None else round(to_limit.seconds, 1),
+        seconds_to_critical=None if to_critical is None or to_critical.seconds is None
         else round(to_critical.seconds, 1),
-        "slope_bytes_per_second": round(to_limit.slope, 1),
-        "confident": to_limit.confident,
-        "accelerating": to_limit.accelerating,
-        "r2": round(to_limit.r2, 3),
-        "points": to_limit.window_points,
-    }  # fmt: skip
+        slope_bytes_per_second=round(to_limit.slope, 1),
+        confident=to_limit.confident,
+        accelerating=to_limit.accelerating,
+        r2=round(to_limit.r2, 3),
+        points=to_limit.window_points,
+    )  # fmt: skip

@@ -118,6 +118,8 @@ class TargetKind(enum.Enum):
     """Sum of the resident set size of the target processes."""
     CGROUP = "cgroup"
     """The target cgroup's working set."""
+    HOST = "host"
+    """The host's used memory (total - available): judged once by a multi-target agent."""
 
 
 class TargetState(enum.Enum):
@@ -245,6 +247,8 @@ class ActionResult:
     duration_seconds: float
     detail: Mapping[str, object] = field(default_factory=frozen_mapping)
     error: str | None = None
+    target: str | None = None
+    """The target acted on, named by a multi-target agent (None: the agent's only target, or memmon itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,3 +275,26 @@ class HistoryPoint:
     gc_collections: int | None = None
     gc_objects: int | None = None
     check_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPrediction:
+    """Predictive alerting's estimate of when the target reaches its effective limit (and the critical threshold) at
+    its current trend, rounded as reported: seconds and bytes per second to 0.1, ``r2`` to 3 places.
+
+    The field names and their order are the keys of the ``prediction`` object in ``/health/memory``,
+    ``/health/leaks`` and the ``memory_prediction`` alert's metadata (serialised there with ``dataclasses.asdict``).
+    """
+
+    seconds_to_limit: float | None
+    """None when the target is not growing."""
+    seconds_to_critical: float | None
+    """None when not growing or no critical threshold applies."""
+    slope_bytes_per_second: float
+    """The slope used: the recent half's when ``accelerating``, else the whole window's."""
+    confident: bool
+    """Enough span (half the window) and a straight-line fit good enough: only then may the alert fire."""
+    accelerating: bool
+    r2: float
+    points: int
+    """Checks in the window the estimate was fitted on."""

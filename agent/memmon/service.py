@@ -42,6 +42,16 @@ def status_line(evaluation: Evaluation) -> str:
     return f"{evaluation.level.label}: {sample.target} {usage}{percent}"
 
 
+def agent_status(monitor: ProductionMemoryMonitor, evaluation: Evaluation) -> str:
+    """STATUS= after a check: that target's line for a single target; for several, the worst target's line after
+    how many are watched (``3 targets, worst warning: cgroup:api.service 700 MB (72% of cgroup)``)."""
+    count = len(monitor.watches)
+    if count == 1:
+        return status_line(evaluation)
+    worst = monitor.latest or evaluation
+    return f"{count} targets, worst {status_line(worst)}"
+
+
 async def stop_all(server: MemoryHealthServer, monitor: ProductionMemoryMonitor) -> None:
     """Stop serving, then stop monitoring (which flushes and closes the store), within :data:`SHUTDOWN_SECONDS`.
 
@@ -67,7 +77,7 @@ async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) ->
     monitor = ProductionMemoryMonitor(settings=settings)
     server = MemoryHealthServer(monitor)
     notifier = SystemdNotifier()
-    monitor.add_check_listener(lambda evaluation: notifier.checked(status_line(evaluation)))
+    monitor.add_check_listener(lambda evaluation: notifier.checked(agent_status(monitor, evaluation)))
     try:
         try:
             await monitor.start_monitoring()

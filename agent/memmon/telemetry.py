@@ -79,6 +79,15 @@ class LabeledCounter:
         with self._lock:
             return self._counts.get(labels, 0.0)
 
+    def slice(self, first: str) -> LabeledCounter:
+        """A copy of the series whose first label is ``first``, without that label (one target's counts of a
+        counter kept per target)."""
+        part = LabeledCounter(self.label_names[1:])
+        for labels, value in self.items():
+            if labels and labels[0] == first:
+                part._counts[labels[1:]] = value
+        return part
+
     def total(self) -> float:
         """Sum over every series."""
         with self._lock:
@@ -125,6 +134,9 @@ class Telemetry:
         self.alerts_fired = LabeledCounter(("severity", "component"))
         """Firing alerts raised (every one, rate-limited or not)."""
         self.alerts_resolved = LabeledCounter(("severity", "component"))
+        self.target_alerts_fired = LabeledCounter(("target", "severity", "component"))
+        """``alerts_fired`` per target (the ``target`` label of ``memmon_alerts_total``)."""
+        self.target_alerts_resolved = LabeledCounter(("target", "severity", "component"))
         self.alerts_notified = LabeledCounter(("severity",))
         """Firing alerts notified after rate limiting: the guide's ``memory_alerts_sent_total{severity}``."""
         self.deliveries = LabeledCounter(("channel", "outcome"))

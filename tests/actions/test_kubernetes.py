@@ -14,14 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from memmon.actions.kubernetes import (
-    EvictRestart,
-    KubeConfig,
-    KubeError,
-    KubernetesClient,
-    PodReporter,
-    why_not_in_cluster,
-)
+from memmon.actions.eviction import EvictRestart
+from memmon.actions.pod_reporter import PodReporter
+from memmon.kits.kubeconfig import KubeConfig, why_not_in_cluster
+from memmon.kits.kubernetes_client import KubeError, KubernetesClient
 from memmon.model import Level
 from tests.actions.kube_standin import NAMESPACE, POD, POD_UID, TOKEN, KubeStandin
 from tests.alerting.receivers import make_self_signed_cert

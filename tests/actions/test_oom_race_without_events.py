@@ -4,6 +4,7 @@ cgroups on this host, real memmon processes, the usage watcher doing the work)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -140,7 +141,11 @@ def test_recreated_cgroup_is_watched_again(cgroup_256: Path, agent) -> None:
     port, proc = agent(cgroup_256, config(check_interval=30))
 
     def eventfds() -> int:
-        return sum(os.readlink(fd) == "anon_inode:[eventfd]" for fd in Path(f"/proc/{proc.pid}/fd").iterdir())
+        links = []
+        for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # closed since the listing (a connection, a file)
+                links.append(os.readlink(fd))
+        return links.count("anon_inode:[eventfd]")
 
     armed = eventfds()
     assert armed >= 3  # three usage thresholds and the OOM notifier at least

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from memmon.alerting.channel import Delivery, DeliveryFailed
-from memmon.alerting.redaction import Redactor, url_secrets
 from memmon.alerting.webhook import WebhookChannel
+from memmon.kits.redaction import Redactor, url_secrets
 from tests.alerting.receivers import HOST, sample_alert
 from tests.test_cli import WARNING_FROM_1_MB, clean_env, free_port, memmon, stop, wait_ready
 

@@ -8,9 +8,9 @@ import pytest
 
 from memmon.alerting.alertmanager import AlertmanagerChannel
 from memmon.alerting.channel import Delivery, DeliveryFailed
-from memmon.alerting.redaction import Redactor
-from memmon.alerting.redirects import next_hop
 from memmon.alerting.webhook import WebhookChannel
+from memmon.kits.redaction import Redactor
+from memmon.kits.redirects import RedirectRefused, next_hop
 from tests.alerting.receivers import Answer, Receiver, sample_alert
 from tests.waiting import wait_until
 
@@ -85,7 +85,7 @@ def test_https_to_http_and_odd_schemes_are_not_followed() -> None:
     """A Location downgrading https to http, or to a non-http scheme, is a final error; none is followed."""
     redact = Redactor()
     for current, location in (("https://h:443/a", "http://h/b"), ("http://h/a", "ftp://h/b")):
-        with pytest.raises(DeliveryFailed) as caught:
+        with pytest.raises(RedirectRefused) as caught:
             next_hop(current, 307, location, {}, where="x", hops=0, redact=redact)
         assert not caught.value.retryable
     url, headers = next_hop("http://h/a", 308, "https://other/b", {"Authorization": "t", "X": "1"}, where="x",

@@ -9,9 +9,11 @@ import pytest
 
 import memmon
 from memmon.alerting.channel import Delivery, DeliveryFailed
-from memmon.alerting.http import JsonPoster, parse_retry_after, redact_url
+from memmon.alerting.http import JsonPoster
 from memmon.alerting.payload import alert_payload
 from memmon.alerting.webhook import WebhookChannel
+from memmon.kits.redaction import redact_url
+from memmon.kits.retryafter import parse_retry_after
 from memmon.model import Level
 from tests.alerting.receivers import Receiver, free_port, sample_alert
 

@@ -14,7 +14,8 @@ from memmon.model import ActionResult, frozen_mapping
 
 
 class LivenessRestart:
-    """Holds the "restart me" request that /health/live reports."""
+    """Holds the "restart me" request that /health/live reports (a
+    :class:`~memmon.actions.restarting.ProbeRestart`)."""
 
     name = "restart:kubernetes-liveness"
 

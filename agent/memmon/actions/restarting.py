@@ -51,6 +51,20 @@ class RestartStrategy(Protocol):
 
 
 @runtime_checkable
+class ProbeRestart(Protocol):
+    """A strategy that restarts nothing itself but raises a request another party acts on (``kubernetes-liveness``:
+    the kubelet restarts the container whose liveness probe fails). Such a request has no grace of its own (a
+    signal's ``grace_seconds`` is its SIGTERM -> SIGKILL wait), so it is raised only once the emergency has lasted
+    ``grace_seconds``; and it is withdrawn (:meth:`clear`) when memory recovers."""
+
+    name: str
+
+    async def restart(self, reason: str) -> ActionResult: ...
+
+    def clear(self) -> None: ...
+
+
+@runtime_checkable
 class WorkerRecycler(Protocol):
     """A strategy that recycles one worker of many: repeated while the emergency lasts, and used for budgets."""
 
@@ -113,12 +127,11 @@ class Restarts:
             self._check_budget(evaluation)
 
     def recovered(self, level: Level) -> None:
-        """Below emergency again: the liveness strategy stops failing the probe."""
+        """Below emergency again: a probe strategy (the liveness probe) withdraws its request."""
         if level < Level.EMERGENCY:
             for strategy in (self.strategy, self.fallback):
-                clear = getattr(strategy, "clear", None)
-                if callable(clear):
-                    clear()
+                if isinstance(strategy, ProbeRestart):
+                    strategy.clear()
 
     async def close(self, wait_seconds: float) -> None:
         """Wait briefly for a running restart or recycle, then cancel it."""
@@ -232,7 +245,7 @@ class Restarts:
                 self.record(_skipped(strategy.name, blocked, cannot_keep_up=capped))
             self._cap_reported = capped
             return
-        if strategy.name == "restart:kubernetes-liveness" and restart.grace_seconds:
+        if isinstance(strategy, ProbeRestart) and restart.grace_seconds:
             await asyncio.sleep(restart.grace_seconds)  # the emergency must persist this long
         before: Recheck | None = entered
         if self.recheck is not None and self.clock() - entered_at > FRESH_SECONDS:

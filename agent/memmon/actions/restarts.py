@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from memmon.actions.kubernetes import EvictRestart, KubeConfig, KubernetesClient, why_not_in_cluster
 from memmon.actions.liveness import LivenessRestart
 from memmon.actions.recycle import WorkerRecycle, Workers
 from memmon.actions.restarting import RestartStrategy
@@ -52,6 +51,11 @@ def build_restart(
             assert unit is not None, "validated by the settings"
             return SystemdRestart(unit)
         if name == "kubernetes-evict":
+            # Imported only when chosen: a configuration without it does not load the Kubernetes client.
+            from memmon.actions.eviction import EvictRestart
+            from memmon.kits.kubeconfig import KubeConfig, why_not_in_cluster
+            from memmon.kits.kubernetes_client import KubernetesClient
+
             config = KubeConfig.in_cluster()
             if config is None:
                 log.warning("kubernetes-evict restart unavailable: %s", why_not_in_cluster())

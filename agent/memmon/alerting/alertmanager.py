@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from memmon.alerting.channel import Delivery, Receipt
-from memmon.alerting.http import JsonPoster, redact_url
+from memmon.alerting.http import JsonPoster
 from memmon.alerting.kinds import is_notice
-from memmon.alerting.redaction import url_secrets
 from memmon.kits.isotime import iso_utc
+from memmon.kits.redaction import redact_url, url_secrets
 from memmon.model import Alert
 
 ALERTNAME = "MemmonMemoryLevel"
@@ -52,11 +52,11 @@ def _number(value: object) -> float | None:
 
 
 class AlertmanagerChannel:
-    """Pushes alert transitions (and periodic re-pushes of the firing ones) to one Alertmanager."""
+    """Pushes alert transitions (and periodic re-pushes of the firing ones) to one Alertmanager; a
+    :class:`~memmon.alerting.channel.StatefulChannel`: it gets the silent resolutions too (an alert replaced by
+    another level must end in Alertmanager)."""
 
     name = "alertmanager"
-    tracks_state = True
-    """Gets the silent resolutions too (an alert replaced by another level must end in Alertmanager)."""
 
     def __init__(
         self,

@@ -7,8 +7,9 @@ limiting, the durable spool and routing are the dispatcher's business, never the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from memmon.model import Alert
 
@@ -70,4 +71,17 @@ class Channel(Protocol):
 
     async def close(self) -> None:
         """Release connections (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class StatefulChannel(Channel, Protocol):
+    """A channel whose receiver keeps alert state (Alertmanager): it is sent the resolutions that are no message
+    for people too (see :mod:`memmon.alerting.kinds`), and the firing alerts again every ``repush_seconds``, or
+    the receiver resolves them by itself."""
+
+    repush_seconds: float
+
+    async def repush(self, alerts: Sequence[Alert]) -> Receipt:
+        """Re-send ``alerts`` in one request, each rendered by its own state."""
         ...

@@ -34,14 +34,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
+from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt, StatefulChannel
 from memmon.alerting.fallback import DEFAULT_MAX_ENTRIES, MemorySpool
 from memmon.alerting.kinds import is_silent, tracks_state
 from memmon.alerting.log import LogChannel
 from memmon.alerting.ratelimit import NotificationLimiter
-from memmon.alerting.redaction import Redactor, redacted_traceback, redactor_for, send_redacted
+from memmon.alerting.redaction import redactor_for, send_redacted
 from memmon.alerting.spool import AlertSpool, SpoolEntry
 from memmon.alerting.testalert import not_configured, send_test_alert
+from memmon.kits.redaction import Redactor, redacted_traceback
 from memmon.model import Alert, Level
 from memmon.telemetry import Telemetry
 
@@ -116,9 +117,12 @@ class AlertDispatcher:
         clock: Callable[[], float] = time.time,
         memory_max_entries: int = DEFAULT_MAX_ENTRIES,
         spool_retry_seconds: float = 2.0,
+        target_routes: Mapping[str, Mapping[Level, tuple[str, ...]]] | None = None,
     ) -> None:
         self.channels = dict(channels)
         self.routes = dict(routes)
+        self.target_routes = {target: dict(own) for target, own in (target_routes or {}).items()}
+        """Routes of the targets that have their own (``targets[].alert_levels``), by target name."""
         self.spool = spool
         self.telemetry = telemetry
         self.limiter = limiter
@@ -159,8 +163,10 @@ class AlertDispatcher:
             self._tasks.append(loop.create_task(self._deliver_loop(name), name=f"memmon-deliver-{name}"))
         self._tasks.append(loop.create_task(self._limiter_loop(), name="memmon-rate-limit"))
         self._tasks.append(loop.create_task(self._respool_loop(), name="memmon-respool"))
-        if "alertmanager" in self.channels:
-            self._tasks.append(loop.create_task(self._repush_loop(), name="memmon-alertmanager-repush"))
+        for name, channel in self.channels.items():
+            if isinstance(channel, StatefulChannel):
+                repush = self._repush_loop(name, channel)
+                self._tasks.append(loop.create_task(repush, name=f"memmon-{name}-repush"))
         resumed = sum(self._spooled.values())
         if resumed:
             log.info("resuming %d undelivered alert notification(s) from %s", resumed, self.spool.path)
@@ -190,6 +196,11 @@ class AlertDispatcher:
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    def routes_of(self, alert: Alert) -> tuple[str, ...]:
+        """The channels an alert goes to: its target's own routes when it has them, else the global ones."""
+        routes = self.target_routes.get(alert.target, self.routes)
+        return routes.get(alert.severity, ())
+
     def _due_now(self, name: str) -> bool:
         return self.pending(name) > 0 and self.states[name].paused_until <= self.clock()
 
@@ -215,7 +226,7 @@ class AlertDispatcher:
                 self.telemetry.deliveries.inc("log", "delivered")
             targets = [
                 name
-                for name in self.routes.get(alert.severity, ())
+                for name in self.routes_of(alert)
                 if (alert.state == "firing" or self.send_resolved.get(name, True))
                 and (not silent or tracks_state(self.channels.get(name)))
             ]
@@ -397,22 +408,20 @@ class AlertDispatcher:
             except TimeoutError:
                 self._notify(self.limiter.due())
 
-    async def _repush_loop(self) -> None:
+    async def _repush_loop(self, name: str, channel: StatefulChannel) -> None:
         """Alertmanager resolves alerts it stops hearing about: re-push the firing ones routed there."""
-        channel = self.channels["alertmanager"]
-        interval = float(getattr(channel, "repush_seconds", 60.0))
         while True:
-            await asyncio.sleep(interval)
-            firing = [a for a in self.active_alerts() if "alertmanager" in self.routes.get(a.severity, ())]
+            await asyncio.sleep(channel.repush_seconds)
+            firing = [a for a in self.active_alerts() if name in self.routes_of(a)]
             if not firing:
                 continue
             try:
-                await channel.repush(firing)  # type: ignore[attr-defined]
-                self.telemetry.deliveries.inc("alertmanager", "repushed")
+                await channel.repush(firing)
+                self.telemetry.deliveries.inc(name, "repushed")
             except DeliveryFailed as exc:
-                self.telemetry.deliveries.inc("alertmanager", "repush_failed")
-                reason = self._redactors["alertmanager"](exc.reason)
-                log.warning("alertmanager re-push of %d alert(s) failed: %s", len(firing), reason)
+                self.telemetry.deliveries.inc(name, "repush_failed")
+                reason = self._redactors[name](exc.reason)
+                log.warning("%s re-push of %d alert(s) failed: %s", name, len(firing), reason)
 
     async def _respool_loop(self) -> None:
         """While the spool cannot be written: probe it every ``spool_retry_seconds``, spool what memory holds."""

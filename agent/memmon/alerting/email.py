@@ -39,8 +39,8 @@ from typing import Any, Literal, TypeVar
 
 from memmon.alerting.channel import Delivery, DeliveryFailed, Receipt
 from memmon.alerting.kinds import is_notice
-from memmon.alerting.redaction import Redactor, credential_forms
 from memmon.kits.isotime import iso_utc
+from memmon.kits.redaction import Redactor, credential_forms
 from memmon.model import Alert
 
 Security = Literal["none", "starttls", "ssl"]
@@ -322,7 +322,7 @@ class EmailChannel:
         return credential_forms(self.username, self._password)
 
     def _scrub(self, text: str) -> str:
-        """``text`` without the password in any form (see :mod:`memmon.alerting.redaction`)."""
+        """``text`` without the password in any form (see :mod:`memmon.kits.redaction`)."""
         return Redactor(self.secrets())(text)
 
     async def close(self) -> None:

@@ -10,11 +10,12 @@ Two kinds of resolution are state, not news:
 
 Such resolutions are still recorded in the alert log, seen by custom handlers and pushed to channels that keep
 alert state (Alertmanager, whose alert must end), but the log line and the Slack, webhook and email channels skip
-them. A channel says it keeps state with a class attribute ``tracks_state = True``.
+them. A channel keeps state when it is a :class:`~memmon.alerting.channel.StatefulChannel`.
 """
 
 from __future__ import annotations
 
+from memmon.alerting.channel import StatefulChannel
 from memmon.model import Alert
 
 REPLACED_BY = "replaced_by"
@@ -40,5 +41,5 @@ def is_silent(alert: Alert) -> bool:
 
 
 def tracks_state(channel: object) -> bool:
-    """Whether ``channel`` keeps alert state (``tracks_state = True``) and so must see silent resolutions."""
-    return getattr(channel, "tracks_state", False) is True
+    """Whether ``channel`` keeps alert state (a :class:`StatefulChannel`) and so must see silent resolutions."""
+    return isinstance(channel, StatefulChannel)

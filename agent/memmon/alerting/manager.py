@@ -69,11 +69,14 @@ class AlertManager:
             return
         if self.dispatcher is not None:
             self.dispatcher.submit(batch)
+        telemetry = self.telemetry
         for alert in batch:
-            counter = (
-                self.telemetry.alerts_fired if alert.state == "firing" else self.telemetry.alerts_resolved
+            firing = alert.state == "firing"
+            (telemetry.alerts_fired if firing else telemetry.alerts_resolved).inc(
+                alert.severity.label, alert.component
             )
-            counter.inc(alert.severity.label, alert.component)
+            per_target = telemetry.target_alerts_fired if firing else telemetry.target_alerts_resolved
+            per_target.inc(alert.target, alert.severity.label, alert.component)
         for handler in self._handlers:
             queue = self._queue_for(handler)
             for alert in batch:

@@ -6,6 +6,9 @@
 - A level listed in ``alert_levels`` goes to exactly its channels plus ``log``; a level not listed goes to every
   configured channel. A listed channel that is not configured is skipped with a warning at start-up (the guide's
   own example routes emergencies to ``email`` without configuring a mail server).
+
+Each channel's module is imported only when that channel is configured: the email channel brings ``smtplib`` and
+the ``email`` package, and an agent that only logs should not carry them (the README's footprint section).
 """
 
 from __future__ import annotations
@@ -14,11 +17,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from memmon.alerting.alertmanager import AlertmanagerChannel
 from memmon.alerting.channel import Channel
-from memmon.alerting.email import EmailChannel
-from memmon.alerting.slack import SlackChannel
-from memmon.alerting.webhook import WebhookChannel
 from memmon.config import Settings
 from memmon.model import ALERT_LEVELS, Level
 
@@ -45,11 +44,17 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     timeout = alerting.delivery.timeout_seconds
     channels: dict[str, Channel] = {}
     if alerting.slack_webhook is not None:
+        from memmon.alerting.slack import SlackChannel
+
         channels["slack"] = SlackChannel(alerting.slack_webhook.get_secret_value(), timeout=timeout)
     if alerting.webhook_url is not None:
+        from memmon.alerting.webhook import WebhookChannel
+
         channels["webhook"] = WebhookChannel(alerting.webhook_url.get_secret_value(), timeout=timeout)
     smtp = alerting.smtp
     if alerting.email and smtp.host:
+        from memmon.alerting.email import EmailChannel
+
         channels["email"] = EmailChannel(
             alerting.email,
             host=smtp.host,
@@ -63,6 +68,8 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             verify_tls=smtp.verify_tls,
         )
     if alerting.alertmanager_url is not None:
+        from memmon.alerting.alertmanager import AlertmanagerChannel
+
         channels["alertmanager"] = AlertmanagerChannel(
             alerting.alertmanager_url.get_secret_value(),
             timeout=timeout,

@@ -25,10 +25,10 @@ import socket
 from typing import Any
 
 from memmon.alerting.channel import Delivery, Receipt
-from memmon.alerting.http import JsonPoster, redact_url
+from memmon.alerting.http import JsonPoster
 from memmon.alerting.kinds import is_notice
-from memmon.alerting.redaction import url_secrets
 from memmon.kits.isotime import iso_utc
+from memmon.kits.redaction import redact_url, url_secrets
 from memmon.model import Alert, Level
 
 _EMOJI = {Level.OK: "✅", Level.WARNING: "🟡", Level.CRITICAL: "🔴", Level.EMERGENCY: "🚨"}

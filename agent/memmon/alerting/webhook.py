@@ -13,9 +13,9 @@ errors retryable, other 4xx final); reasons never contain the URL beyond ``schem
 from __future__ import annotations
 
 from memmon.alerting.channel import Delivery, Receipt
-from memmon.alerting.http import JsonPoster, redact_url
+from memmon.alerting.http import JsonPoster
 from memmon.alerting.payload import alert_payload
-from memmon.alerting.redaction import url_secrets
+from memmon.kits.redaction import redact_url, url_secrets
 
 
 class WebhookChannel:

@@ -219,6 +219,9 @@ class MonitoringSettings(Section):
     watcher alone."""
     usage_watch: UsageWatchSettings = Field(default_factory=UsageWatchSettings)
     """The usage watcher between checks."""
+    forget_missing_targets_seconds: Seconds = 300
+    """A match of a ``targets`` glob pattern missing this long (its unit stopped, its cgroup removed) is
+    forgotten: its series leave /metrics and /health/targets (its history and alert log stay in the store)."""
 
 
 def _check_increasing(

@@ -48,6 +48,7 @@ from memmon.config.sections import (
     TargetSettings,
     ThresholdSettings,
 )
+from memmon.config.targets import TargetEntry, merged, override_problems
 
 __all__ = ["GUIDE_ENV", "ConfigError", "Settings", "check_config_file", "load_settings"]
 
@@ -191,7 +192,10 @@ class Settings(RuleChecked, BaseSettings):
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     """Limits on memmon's own cost."""
     target: TargetSettings = Field(default_factory=TargetSettings)
-    """What is watched."""
+    """What is watched (one target; ``targets`` for several)."""
+    targets: list[TargetEntry] = Field(default_factory=list)
+    """Several targets in one agent, each with its own overrides (see ``memmon.config.targets``); empty = the one
+    ``target``."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """The health/API server."""
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -256,6 +260,50 @@ class Settings(RuleChecked, BaseSettings):
             )
             message = "same port as monitoring.prometheus_port"
             problems.append(problem(message, at="server.health_port", got=port, expected=expected))
+        if not self.targets:
+            return problems + self._restart_problems(unsure)
+        if self.target.model_fields_set and not unsure("target"):
+            problems.append(
+                problem(
+                    "cannot be combined with targets",
+                    at="target",
+                    expected="the target as an entry of targets",
+                )
+            )
+        names: dict[str, int] = {}
+        for index, entry in enumerate(self.targets):
+            at = f"targets.{index}"
+            if unsure(at):
+                continue
+            overrides = override_problems(self.thresholds, self.auto_response, entry, at)
+            problems += overrides
+            if entry.server is not None and entry.is_pattern:
+                expected = "one cgroup or unit (no glob) for a server"
+                problems.append(
+                    problem(
+                        "a pre-fork server needs one target, not a pattern",
+                        at=f"{at}.server",
+                        expected=expected,
+                    )
+                )
+            name = entry.default_name()
+            if name is not None and name in names:
+                problems.append(
+                    problem(
+                        f"the name {name!r} is also targets.{names[name]}'s",
+                        at=f"{at}.name",
+                        expected="a distinct name per target (targets.N.name)",
+                    )
+                )
+            names.setdefault(name or "", index)
+            if not overrides:
+                own = self.for_target(entry)._restart_problems(lambda _path: False)
+                problems += [{**item, "at": f"{at}.{item['at']}"} for item in own]
+        return problems
+
+    def _restart_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
+        """A unit for the systemd strategy; a pre-fork server for recycle."""
+        problems = []
         restart_path = "auto_response.emergency_actions.graceful_restart"
         restart = self.auto_response.emergency_actions.graceful_restart
         strategy_known = not unsure(f"{restart_path}.strategy")
@@ -291,26 +339,34 @@ class Settings(RuleChecked, BaseSettings):
     @model_validator(mode="after")
     def _server_preset(self) -> Settings:
         """``target.server`` picks the strategy (when none is configured) and the worker signal."""
-        restart = self.auto_response.emergency_actions.graceful_restart
-        server = self.target.server
-        if server is None:
-            return self  # recycle without a server: see rule_problems
-        preset = SERVER_PRESETS[server]
-        update: dict[str, Any] = {}
-        if "strategy" not in restart.model_fields_set:
-            update["strategy"] = preset.strategy
-        if restart.worker_signal is None:
-            update["worker_signal"] = preset.worker_signal
-        emergency = self.auto_response.emergency_actions
-        response = self.auto_response.model_copy(
-            update={
-                "emergency_actions": emergency.model_copy(
-                    update={"graceful_restart": restart.model_copy(update=update)}
-                )
-            }
-        )
-        object.__setattr__(self, "auto_response", response)
+        object.__setattr__(self, "auto_response", _with_server_preset(self.auto_response, self.target.server))
         return self
+
+    def target_entries(self) -> list[TargetEntry]:
+        """The targets to watch: ``targets``, or the one ``target`` as an entry of its own."""
+        if self.targets:
+            return list(self.targets)
+        return [TargetEntry.model_validate(self.target.model_dump())]
+
+    @property
+    def multi_target(self) -> bool:
+        """Whether ``targets`` lists the targets (the host is then judged once, on its own, as ``host``)."""
+        return bool(self.targets)
+
+    def for_target(self, entry: TargetEntry) -> Settings:
+        """These settings as one target sees them: its ``target`` section, and its thresholds, auto_response and
+        routing over the global ones (entries were validated with the rest at start-up)."""
+        thresholds, response = merged(self.thresholds, self.auto_response, entry)
+        target = TargetSettings.model_validate(entry.model_dump(include=set(TargetSettings.model_fields)))
+        update: dict[str, Any] = {
+            "target": target,
+            "targets": [],
+            "thresholds": thresholds,
+            "auto_response": _with_server_preset(response, target.server),
+        }
+        if entry.alert_levels is not None:
+            update["alerting"] = self.alerting.model_copy(update={"alert_levels": entry.alert_levels})
+        return self.model_copy(update=update)
 
     @property
     def live_stale_seconds(self) -> float:
@@ -324,6 +380,23 @@ class Settings(RuleChecked, BaseSettings):
         redacted = _redact(self.model_dump(exclude={"leak_detection"}))
         assert isinstance(redacted, dict)
         return redacted
+
+
+def _with_server_preset(response: AutoResponseSettings, server: str | None) -> AutoResponseSettings:
+    """A pre-fork server's preset strategy (when none is configured) and worker signal."""
+    if server is None:
+        return response  # recycle without a server: see rule_problems
+    restart = response.emergency_actions.graceful_restart
+    preset = SERVER_PRESETS[server]
+    update: dict[str, Any] = {}
+    if "strategy" not in restart.model_fields_set:
+        update["strategy"] = preset.strategy
+    if restart.worker_signal is None:
+        update["worker_signal"] = preset.worker_signal
+    emergency = response.emergency_actions.model_copy(
+        update={"graceful_restart": restart.model_copy(update=update)}
+    )
+    return response.model_copy(update={"emergency_actions": emergency})
 
 
 def _redact(value: Any, key: str = "") -> Any:
@@ -468,7 +541,7 @@ def _without_none(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 OTHER_MEMMON_ENV = ("MEMMON_KUBE_", "MEMMON_TEST_")
-"""Variables that are not settings: the Kubernetes API override (``memmon.actions.kubernetes``), test knobs."""
+"""Variables that are not settings: the Kubernetes API override (``memmon.kits.kubeconfig``), test knobs."""
 
 
 def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:

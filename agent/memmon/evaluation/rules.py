@@ -61,6 +61,21 @@ class ThresholdSet:
     memory_percent: Thresholds
     system_percent: Thresholds
     swap_percent: Thresholds
+    judges_target: bool = True
+    """Whether the target's memory is read (False for the host of a multi-target agent)."""
+    judges_host: bool = True
+    """Whether the host's memory and swap are read (False for each target of a multi-target agent: the host is
+    judged once, apart)."""
+
+    def start_bytes(self, level: Level, limit_bytes: int) -> float | None:
+        """The target memory at which ``level`` starts against ``limit_bytes`` (the lower of its MiB and percent
+        thresholds); None when neither family sets it."""
+        candidates = []
+        if level in self.memory_mb:
+            candidates.append(self.memory_mb[level] * MB)
+        if level in self.memory_percent:
+            candidates.append(self.memory_percent[level] / 100 * limit_bytes)
+        return min(candidates, default=None)
 
 
 class ThresholdRule:
@@ -111,7 +126,7 @@ class ThresholdRule:
         if sample.available_bytes is not None:
             context["available_mb"] = round(sample.available_bytes / MB, 1)
         readings: list[Reading] = []
-        if sample.target_bytes is not None:
+        if sample.target_bytes is not None and self.thresholds.judges_target:
             usage_mb = sample.target_bytes / MB
             percent = sample.percent_of_limit
             measures = [Measure("memory_mb", usage_mb, self.thresholds.memory_mb, "MB")]
@@ -149,7 +164,7 @@ class ThresholdRule:
                     },
                 )
             )
-        host = sample.host
+        host = sample.host if self.thresholds.judges_host else None
         if host is not None and host.total_bytes > 0:
             total_mb = host.total_bytes / MB
             readings.append(

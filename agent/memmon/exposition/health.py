@@ -141,8 +141,10 @@ def memory_payload(sample: MemorySample) -> dict[str, Any]:
 
 
 def action_payload(result: ActionResult) -> dict[str, Any]:
-    """One action result as JSON."""
+    """One action result as JSON (``target`` only from a multi-target agent)."""
+    target = {"target": result.target} if result.target is not None else {}
     return {
+        **target,
         "action": result.action,
         "success": result.success,
         "outcome": action_outcome(result),
@@ -268,7 +270,8 @@ class HealthRoutes:
             for c in latest.components
         ]
         payload["degraded"] = [{"source": d.source, "reason": d.reason} for d in self.monitor.degraded]
-        payload["prediction"] = self.monitor.prediction
+        prediction = self.monitor.prediction
+        payload["prediction"] = None if prediction is None else dataclasses.asdict(prediction)
         payload["server"] = self.monitor.server_report()
         return web.json_response(payload)
 
@@ -294,7 +297,8 @@ class HealthRoutes:
         )
 
     async def history(self, request: web.Request) -> web.StreamResponse:
-        """Samples of the last ``hours`` (default 1, at most the retention), at most ``max_points`` (peaks kept).
+        """Samples of the last ``hours`` (default 1, at most the retention), at most ``max_points`` (peaks kept),
+        of ``target`` (default: the worst target now, the only one of a single-target agent; 404 for an unknown one).
 
         Two run at a time and eight wait (then ``503 busy`` with ``Retry-After``); the query is downsampled in
         SQLite and the body built off the event loop, so checks never wait on it; it stops when the client leaves.
@@ -304,10 +308,14 @@ class HealthRoutes:
             number_param(request, "max_points", default=1000, minimum=1, maximum=MAX_HISTORY_POINTS)
         )
         since = self.clock() - hours * 3600
+        target = request.query.get("target")
+        known = [view.name for view in self.monitor.ordered_watches()]
+        if target is not None and target not in known:
+            raise json_error(404, "unknown target", f"no target {target!r}", targets=sorted(known))
 
         async def answer() -> list[bytes]:
             async with self.history_gate.admit():
-                total, points = await self.monitor.history_window(since, max_points)
+                total, points = await self.monitor.history_window(since, max_points, target)
                 return await asyncio.to_thread(history_body, hours, total, points)
 
         try:

@@ -10,6 +10,7 @@ Content-Security-Policy allows exactly the page's own inline script and style, b
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -24,9 +25,10 @@ log = logging.getLogger("memmon.server")
 
 STATE_BLOCK = '<script type="application/json" id="state">null</script>'
 """The placeholder in ``page/index.html`` that :meth:`LivePage.render` fills."""
-EMBEDDED = {"health": "/health", "memory": "/health/memory"}
-"""Key in the page's state -> the answer embedded there: the agent's in-memory state (no store read); the chart
-and the alert list come by fetch."""
+EMBEDDED = {"health": "/health", "memory": "/health/memory", "targets": "/health/targets"}
+"""Key in the page's state -> the answer embedded there: the agent's in-memory state (no store read; the list of
+targets, worst first, is what the page lists when there is more than one); the chart and the alert list come by
+fetch."""
 
 
 def embed_json(value: Any) -> str:
@@ -91,4 +93,8 @@ async def current_answer(request: web.Request, path: str) -> Any:
     return json.loads(response.body)
 
 
-LIVE_PAGE = LivePage(resources.files("memmon.exposition").joinpath("page/index.html").read_text("utf-8"))
+@functools.cache
+def live_page() -> LivePage:
+    """The shipped page (``page/index.html``), read and hashed on the first ``GET /``: an agent nobody opens in a
+    browser never holds it."""
+    return LivePage(resources.files("memmon.exposition").joinpath("page/index.html").read_text("utf-8"))

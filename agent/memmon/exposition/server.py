@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from memmon.exposition.health import HealthRoutes
-from memmon.exposition.livepage import EMBEDDED, LIVE_PAGE, current_answer
 from memmon.exposition.metrics import build_registry, render
 from memmon.exposition.protocol import JsonErrorRunner
 from memmon.exposition.requests import is_loopback
 from memmon.exposition.source import MonitorView
+from memmon.exposition.targets import TargetRoutes
 
 log = logging.getLogger("memmon.server")
 
@@ -85,6 +85,7 @@ class MemoryHealthServer:
         """The health API application (also serves ``/metrics``)."""
         app = web.Application(middlewares=[json_errors])
         HealthRoutes(self.monitor).add_to(app)
+        TargetRoutes(self.monitor).add_to(app)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/", self.page)
         return app
@@ -92,12 +93,16 @@ class MemoryHealthServer:
     async def page(self, request: web.Request) -> web.Response:
         """The live page: one self-contained HTML file polling the JSON endpoints, served with the current
         ``/health`` and ``/health/memory`` answers embedded so that its first paint shows the real level."""
+        # imported on the first page request: an agent only scraped and probed never loads the page
+        from memmon.exposition.livepage import EMBEDDED, current_answer, live_page
+
         state = {key: await current_answer(request, path) for key, path in EMBEDDED.items()}
+        page = live_page()
         return web.Response(
-            body=LIVE_PAGE.render(state),
+            body=page.render(state),
             content_type="text/html",
             charset="utf-8",
-            headers={"Cache-Control": "no-store", "Content-Security-Policy": LIVE_PAGE.policy},
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": page.policy},
         )
 
     def metrics_app(self) -> web.Application:

@@ -6,22 +6,51 @@ wiring module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from memmon.alerting.channel import Receipt
 from memmon.alerting.dispatcher import ChannelReport
 from memmon.config import Settings
-from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level
+from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, LimitPrediction
 from memmon.telemetry import Telemetry
 
 
-class MonitorView(Protocol):
+class TargetView(Protocol):
+    """What the API reads of one target (implemented by ``memmon.targetwatch.TargetWatch``)."""
+
+    name: str
+    latest: Evaluation | None
+
+    @property
+    def level(self) -> Level: ...
+
+    def active_alerts(self) -> tuple[Alert, ...]: ...
+
+    def recent_actions(self) -> list[ActionResult]: ...
+
+    @property
+    def prediction(self) -> LimitPrediction | None: ...
+
+    @property
+    def degraded(self) -> tuple[Degradation, ...]: ...
+
+
+class TargetsSource(Protocol):
+    """The monitor side: its targets, worst first."""
+
+    def ordered_watches(self) -> Sequence[TargetView]: ...
+
+
+class MonitorView(TargetsSource, Protocol):
     """The read side of ``ProductionMemoryMonitor`` plus its manual actions."""
 
     settings: Settings
     telemetry: Telemetry
-    latest: Evaluation | None
     started_at: float | None
+
+    @property
+    def latest(self) -> Evaluation | None: ...
 
     @property
     def level(self) -> Level: ...
@@ -40,7 +69,7 @@ class MonitorView(Protocol):
     def recent_actions(self) -> list[ActionResult]: ...
 
     @property
-    def prediction(self) -> dict[str, Any] | None: ...
+    def prediction(self) -> LimitPrediction | None: ...
 
     def leaks(self) -> dict[str, Any]: ...
 
@@ -56,7 +85,9 @@ class MonitorView(Protocol):
 
     async def alerts_since(self, since: float) -> list[Alert]: ...
 
-    async def history_window(self, since: float, max_points: int) -> tuple[int, list[HistoryPoint]]: ...
+    async def history_window(
+        self, since: float, max_points: int, target: str | None = None
+    ) -> tuple[int, list[HistoryPoint]]: ...
 
     async def count_gc_objects(self) -> tuple[int, float] | None: ...
 

@@ -257,3 +257,32 @@ def _systemd_control_group(unit: str, systemctl: str) -> str | None:
         return None
     answer = completed.stdout.strip()
     return answer if completed.returncode == 0 and answer.startswith("/") else None
+
+
+def cgroups_matching(pattern: str, *, unit: bool = False, mountinfo: Path = _MOUNTINFO) -> list[str]:
+    """Hierarchy paths of the memory cgroups matching a glob, sorted, in the memory-capable hierarchy (v2
+    preferred, as ``cgroup_at``).
+
+    ``pattern`` is a hierarchy path with ``fnmatch`` wildcards (``/system.slice/*.service``; ``*`` does not cross
+    ``/``). ``unit=True``: a unit-name pattern (``app-*.service``) matched against the last component of every
+    cgroup in the tree (units nest in slices); a pattern without a unit suffix gets ``.service``. Empty when
+    nothing matches or no mount shows the hierarchy.
+    """
+    mounts = _cgroup_mounts(mountinfo)
+    mount = next((m for m in mounts if m.v2_memory()), None) or next((m for m in mounts if m.v1_memory), None)
+    if mount is None:
+        return []
+    root = _normalize(mount.root)
+    if unit:
+        suffix = pattern.rpartition(".")[2]
+        name = pattern if "." in pattern and suffix in _UNIT_SUFFIXES else f"{pattern}.service"
+        found = [path for path in mount.mount_point.rglob(name) if path.is_dir()]
+    else:
+        relative = _normalize(pattern).lstrip("/")
+        if pattern.startswith(f"{mount.mount_point}/"):  # a directory pattern (``/sys/fs/cgroup/app-*``)
+            relative = pattern[len(f"{mount.mount_point}/") :]
+        elif root != "/" and _normalize(pattern).startswith(root + "/"):
+            relative = _normalize(pattern)[len(root) + 1 :]
+        found = [path for path in mount.mount_point.glob(relative) if path.is_dir()] if relative else []
+    names = {_normalize(root + "/" + path.relative_to(mount.mount_point).as_posix()) for path in found}
+    return sorted(names)

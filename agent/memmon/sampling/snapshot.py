@@ -139,6 +139,9 @@ class SnapshotSampler:
         if self._target_kind is TargetKind.PROCESS:
             target_bytes = process.rss_bytes if process is not None else None
             source, absent = "process", self._process is not None and self._process.absent
+        elif self._target_kind is TargetKind.HOST:
+            target_bytes = host.total_bytes - host.available_bytes if host is not None else None
+            source, absent = "host", False
         else:
             target_bytes = cgroup.working_set_bytes if cgroup is not None else None
             source, absent = "cgroup", self._cgroup is not None and self._cgroup.absent

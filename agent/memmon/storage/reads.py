@@ -40,7 +40,7 @@ WITH numbered AS (
     SELECT rowid AS rid, memory_usage_mb AS usage,
            row_number() OVER (ORDER BY timestamp, rowid) - 1 AS pos,
            count(*) OVER () AS n
-    FROM samples WHERE timestamp >= :since
+    FROM samples WHERE timestamp >= :since AND (:target IS NULL OR target = :target)
 ), bucketed AS (
     SELECT rid, usage, pos, n, CASE
         WHEN n <= :max THEN pos
@@ -61,9 +61,12 @@ WHERE rank = 1 AND bucket IS NOT NULL ORDER BY pos
 class _Query:
     """One read: its connection (while it runs) and the flag that interrupts it."""
 
-    def __init__(self, path: Path, since: float, max_points: int, deadline_seconds: float) -> None:
+    def __init__(
+        self, path: Path, since: float, max_points: int, deadline_seconds: float, target: str | None = None
+    ) -> None:
         self.path = path
         self.since = since
+        self.target = target
         self.max_points = max_points
         self.deadline = time.monotonic() + deadline_seconds
         self.cancelled = threading.Event()
@@ -98,7 +101,9 @@ class _Query:
             conn.set_progress_handler(self._stop_wanted, PROGRESS_EVERY)
             total = 0
             points: list[HistoryPoint] = []
-            for row in conn.execute(_WINDOW_SQL, {"since": self.since, "max": self.max_points}):
+            for row in conn.execute(
+                _WINDOW_SQL, {"since": self.since, "max": self.max_points, "target": self.target}
+            ):
                 total = int(row[0])
                 points.append(point_from_row(row[1:]))
         except sqlite3.Error as exc:
@@ -132,8 +137,11 @@ class HistoryReader:
         self._count_lock = threading.Lock()
         """Queries whose statement was interrupted (cancelled or past the deadline) before it finished."""
 
-    async def window(self, since: float, max_points: int) -> tuple[int, list[HistoryPoint]]:
-        """Samples with ``timestamp >= since`` as ``(how many there are, at most max_points of them)``.
+    async def window(
+        self, since: float, max_points: int, target: str | None = None
+    ) -> tuple[int, list[HistoryPoint]]:
+        """Samples with ``timestamp >= since`` (of ``target`` only, when given) as ``(how many there are, at most
+        max_points of them)``.
 
         The kept points are those :func:`memmon.history.downsample` keeps (per-bucket peaks and the newest).
         ``StoreError`` when the file cannot be read, the reader is closed, or the query ran past the deadline.
@@ -145,7 +153,7 @@ class HistoryReader:
             raise StoreError(f"history reads on {self.path} are closed")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="memmon-read")
-        query = _Query(self.path, since, max_points, self.deadline_seconds)
+        query = _Query(self.path, since, max_points, self.deadline_seconds, target)
         self._running.add(query)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, query)

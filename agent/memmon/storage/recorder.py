@@ -170,11 +170,17 @@ class StoreRecorder:
         if not await self._guard("samples", lambda: self.store.add_samples(batch)):
             self._pending[:0] = batch
 
-    async def history(self, since: float) -> list[HistoryPoint]:
-        """Samples since ``since`` from SQLite plus what is still buffered."""
+    async def history(self, since: float, target: str | None = None) -> list[HistoryPoint]:
+        """Samples since ``since`` (of ``target`` only, when given) from SQLite plus what is still buffered."""
         await self.flush()
-        stored = await self._call(lambda: self.store.history(since)) if self.problem is None else []
-        buffered = [point for point in self._pending if point.timestamp >= since]
+        stored = (
+            await self._call(lambda: self.store.history(since, target=target)) if self.problem is None else []
+        )
+        buffered = [
+            point
+            for point in self._pending
+            if point.timestamp >= since and (target is None or point.target == target)
+        ]
         return stored + buffered
 
     async def alerts(self, since: float, active: Sequence[Alert]) -> list[Alert]:

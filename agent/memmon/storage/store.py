@@ -86,6 +86,7 @@ _SCHEMA: tuple[str, ...] = (
     + ", ".join(f"{name} {decl}" for name, decl in _SAMPLE_COLUMNS)
     + ")",
     "CREATE INDEX IF NOT EXISTS samples_timestamp ON samples (timestamp)",
+    "CREATE INDEX IF NOT EXISTS samples_target ON samples (target, timestamp)",
     "CREATE TABLE IF NOT EXISTS alerts ("
     + ", ".join(f"{name} {decl}" for name, decl in _ALERT_COLUMNS)
     + ")",
@@ -193,13 +194,19 @@ class MemoryStore(SqliteFile):
 
     # -- reads -----------------------------------------------------------------------------------------
 
-    def history(self, since: float, until: float | None = None) -> list[HistoryPoint]:
-        """Samples with ``since <= timestamp <= until`` (no upper bound when None), oldest first.
+    def history(
+        self, since: float, until: float | None = None, target: str | None = None
+    ) -> list[HistoryPoint]:
+        """Samples with ``since <= timestamp <= until`` (no upper bound when None), of ``target`` only when given,
+        oldest first.
 
         Equal timestamps keep insertion order.
         """
         sql = f"SELECT {_SAMPLE_NAMES} FROM samples WHERE timestamp >= ?"
-        params: tuple[float, ...] = (since,)
+        params: tuple[float | str, ...] = (since,)
+        if target is not None:
+            sql += " AND target = ?"
+            params += (target,)
         if until is not None:
             sql += " AND timestamp <= ?"
             params += (until,)

@@ -1,0 +1,60 @@
+"""What the per-target collectors read of one target, and where the monitor's targets are listed for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memmon.exposition.metrics.families import TargetSeries
+from memmon.exposition.source import MonitorView
+from memmon.model import Degradation, Evaluation, LimitPrediction
+from memmon.telemetry import LabeledCounter
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """One target's latest check and what was derived from it: everything a per-target collector may read (a
+    collector never reaches into the monitor, so that one monitor can hand over several targets)."""
+
+    latest: Evaluation
+    prediction: LimitPrediction | None
+    degraded: tuple[Degradation, ...]
+    """The sources that failed for this target, and the agent-wide ones (store, kernel watches, channels)."""
+    alerts_fired: LabeledCounter
+    """Alerts fired, by ``(severity, component)``."""
+    alerts_resolved: LabeledCounter
+
+    @property
+    def name(self) -> str:
+        """The ``target`` label's value: the sample's target (``self``, ``pid:42``, ``cgroup:/app``...)."""
+        return self.latest.sample.target
+
+    @property
+    def series(self) -> TargetSeries:
+        """The builder of this target's families."""
+        return TargetSeries(self.name)
+
+
+def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
+    """The targets to expose, worst first: each target once it has been checked (a target forgotten by the agent
+    is no longer listed, so its series leave /metrics)."""
+    telemetry = monitor.telemetry
+    single = len(monitor.ordered_watches()) == 1
+    views = []
+    for watch in monitor.ordered_watches():
+        latest = watch.latest
+        if latest is None:
+            continue
+        name = latest.sample.target
+        views.append(
+            TargetView(
+                latest=latest,
+                prediction=watch.prediction,
+                # One target: the agent-wide degradations too, as always; several: each its own.
+                degraded=monitor.degraded if single else watch.degraded,
+                alerts_fired=telemetry.alerts_fired if single else telemetry.target_alerts_fired.slice(name),
+                alerts_resolved=telemetry.alerts_resolved
+                if single
+                else telemetry.target_alerts_resolved.slice(name),
+            )
+        )
+    return tuple(views)

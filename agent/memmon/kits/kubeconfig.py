@@ -1,0 +1,128 @@
+"""Where the Kubernetes API server is and who we are there, inside a pod (or pointed at one from outside).
+
+Inside a pod (https://kubernetes.io/docs/tasks/run-application/access-api-from-pod/): the API server's address
+is in ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``; the service account's ``token``, ``ca.crt`` and
+``namespace`` are mounted under /var/run/secrets/kubernetes.io/serviceaccount (unless
+``automountServiceAccountToken`` is false); the pod's own name and uid come from the downward API (``POD_NAME``,
+``POD_UID``). Projected service-account tokens expire (an hour by default) and the kubelet rewrites the file
+before they do, so :class:`KubeConfig` keeps the token file's path for the client to re-read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """Where the API server is and who memmon is there: its own pod."""
+
+    host: str
+    """``https://<KUBERNETES_SERVICE_HOST>:<KUBERNETES_SERVICE_PORT>`` in a cluster; may end in a path prefix."""
+    token: str = field(repr=False)
+    """The bearer token as first read; the client re-reads ``token_file`` (when set) as the kubelet rotates it."""
+    ca_file: str | None
+    """The CA bundle that signed the API server's certificate; None = the system CAs (or plain http)."""
+    namespace: str
+    pod: str
+    token_file: str | None = None
+    """Where ``token`` came from (re-read every minute and on a 401); None = ``token`` is fixed."""
+    pod_uid: str | None = None
+    """``POD_UID`` (downward API ``metadata.uid``) when exposed; else learnt from the first annotation patch."""
+
+    @classmethod
+    def in_cluster(
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        sa_dir: Path = SERVICE_ACCOUNT_DIR,
+    ) -> KubeConfig | None:
+        """The pod's own configuration, or None outside a cluster (:func:`why_not_in_cluster` says why).
+
+        ``MEMMON_KUBE_API`` (an ``http(s)://host:port`` URL) replaces the service-host variables and
+        ``MEMMON_KUBE_TOKEN_FILE``/``MEMMON_KUBE_CA_FILE`` the service-account files, for tests and for running
+        outside the cluster. ``POD_NAME`` is required, ``POD_NAMESPACE`` falls back to the service-account
+        ``namespace`` file, ``POD_UID`` is optional.
+        """
+        found = _resolve(environ, sa_dir)
+        return found if isinstance(found, KubeConfig) else None
+
+
+def why_not_in_cluster(environ: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT_DIR) -> str:
+    """Why :meth:`KubeConfig.in_cluster` gives None for these arguments; ``""`` when it gives a config."""
+    found = _resolve(environ, sa_dir)
+    return "" if isinstance(found, KubeConfig) else found
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name, "").strip()
+
+
+def read_text(path: Path) -> str | None:
+    """The stripped text of ``path``; None when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _resolve(environ: Mapping[str, str], sa_dir: Path) -> KubeConfig | str:
+    override = _env(environ, "MEMMON_KUBE_API")
+    if override:
+        parts = urlsplit(override)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"MEMMON_KUBE_API={override!r} is not an http(s)://host[:port] URL"
+        host = override.rstrip("/")
+    else:
+        service_host = _env(environ, "KUBERNETES_SERVICE_HOST")
+        if not service_host:
+            return (
+                "not in a Kubernetes pod: KUBERNETES_SERVICE_HOST is not set "
+                "(set MEMMON_KUBE_API and MEMMON_KUBE_TOKEN_FILE to reach an API server from outside)"
+            )
+        port = (
+            _env(environ, "KUBERNETES_SERVICE_PORT_HTTPS")
+            or _env(environ, "KUBERNETES_SERVICE_PORT")
+            or "443"
+        )
+        if ":" in service_host and not service_host.startswith("["):  # an IPv6 address
+            service_host = f"[{service_host}]"
+        host = f"https://{service_host}:{port}"
+
+    token_file = Path(_env(environ, "MEMMON_KUBE_TOKEN_FILE") or sa_dir / "token")
+    token = read_text(token_file)
+    if token is None:
+        return f"no service-account token: cannot read {token_file} (is automountServiceAccountToken false?)"
+    if not token:
+        return f"the service-account token file {token_file} is empty"
+
+    ca_setting = _env(environ, "MEMMON_KUBE_CA_FILE")
+    if ca_setting:
+        if not Path(ca_setting).is_file():
+            return f"MEMMON_KUBE_CA_FILE={ca_setting} is not a file"
+        ca_file: str | None = ca_setting
+    elif not override and (sa_dir / "ca.crt").is_file():
+        ca_file = str(sa_dir / "ca.crt")
+    else:
+        ca_file = None
+
+    namespace = _env(environ, "POD_NAMESPACE") or read_text(sa_dir / "namespace") or ""
+    if not namespace:
+        return f"the pod's namespace is unknown: POD_NAMESPACE is not set and {sa_dir / 'namespace'} is unreadable"
+    pod = _env(environ, "POD_NAME")
+    if not pod:
+        return "POD_NAME is not set: expose it with the downward API (env valueFrom fieldRef metadata.name)"
+    return KubeConfig(
+        host=host,
+        token=token,
+        ca_file=ca_file,
+        namespace=namespace,
+        pod=pod,
+        token_file=str(token_file),
+        pod_uid=_env(environ, "POD_UID") or None,
+    )
