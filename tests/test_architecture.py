@@ -108,3 +108,19 @@ def test_sampling_depends_only_on_the_records() -> None:
     for path in (PACKAGE / "sampling").glob("*.py"):
         for imported in memmon_imports(path):
             assert imported == "memmon.model" or imported.startswith("memmon.sampling"), (path.name, imported)
+
+
+def test_stages_receive_sections_not_the_whole_settings() -> None:
+    """Sample, evaluate, alert and act modules import config sections, never the root ``Settings`` (the assembly
+    hands each part what it reads)."""
+    offenders = []
+    for stage in ("sampling", "evaluation", "alerting", "actions"):
+        for path in (PACKAGE / stage).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module in (
+                    "memmon.config",
+                    "memmon.config.settings",
+                ):
+                    offenders += [f"{stage}/{path.name}: {alias.name}" for alias in node.names]
+    assert offenders == []

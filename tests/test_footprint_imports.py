@@ -129,7 +129,7 @@ def test_configured_channels_still_import_their_modules() -> None:
         "assert 'memmon.alerting.email' not in sys.modules and 'smtplib' not in sys.modules\n"
         "channels = build_channels(load_settings(environ={'ALERT_EMAIL': 'ops@example.invalid',\n"
         "    'MEMMON_ALERTING__SMTP__HOST': '127.0.0.1',\n"
-        "    'MEMMON_ALERTING__ALERTMANAGER_URL': 'http://127.0.0.1:9093'}))\n"
+        "    'MEMMON_ALERTING__ALERTMANAGER_URL': 'http://127.0.0.1:9093'}).alerting)\n"
         "print(sorted(channels), type(channels['email']).__module__, 'smtplib' in sys.modules)\n"
     )
     done = subprocess.run(

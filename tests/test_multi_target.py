@@ -139,25 +139,35 @@ def test_single_target_flags_given_twice_watch_two_targets_and_history_keeps_eac
             assert text.count("# TYPE memmon_memory_level gauge") == 1
 
 
-def test_a_pattern_finds_new_cgroups_and_forgets_removed_ones() -> None:
+def test_a_pattern_finds_new_cgroups_forgets_removed_ones_and_finds_them_again() -> None:
     """A glob target: a cgroup created later is watched within the re-resolution interval; one removed goes
-    missing (status unknown), then is forgotten after forget_missing_targets_seconds."""
+    missing, then is forgotten after forget_missing_targets_seconds (its series leave /metrics); created again
+    under the same name, it is watched again."""
     with v1_memory_cgroup(LIMIT, prefix="memmon-glob") as first:
         pattern = str(first.parent / "memmon-glob-*")
+        second = first.parent / f"{first.name}-b"
+        name = f"cgroup:/{second.name}"
         config = {**CONFIG, "targets": [{"cgroup": pattern}]}
-        with running_agent([], config=config) as agent:
-            wait_until(lambda: f"cgroup:/{first.name}" in by_name(agent), timeout=20)
-            with v1_memory_cgroup(LIMIT, prefix="memmon-glob") as second:
-                wait_until(lambda: f"cgroup:/{second.name}" in by_name(agent), timeout=20)
-            wait_until(
-                lambda: by_name(agent).get(f"cgroup:/{second.name}", {}).get("status") in (None, "unknown"),
-                timeout=20,
-            )
-            wait_until(lambda: f"cgroup:/{second.name}" not in by_name(agent), timeout=30)
-            assert f"cgroup:/{first.name}" in by_name(agent)
-            text = metrics_text(agent)
-            assert f'target="cgroup:/{first.name}"' in text
-            assert f'target="cgroup:/{second.name}"' not in text  # a forgotten target's series are gone
+        try:
+            with running_agent([], config=config) as agent:
+                wait_until(lambda: f"cgroup:/{first.name}" in by_name(agent), timeout=20)
+                second.mkdir()
+                wait_until(lambda: by_name(agent).get(name, {}).get("state") == "present", timeout=20)
+                second.rmdir()
+                wait_until(
+                    lambda: by_name(agent).get(name, {}).get("status") in (None, "unknown"), timeout=20
+                )
+                wait_until(lambda: name not in by_name(agent), timeout=30)
+                assert f"cgroup:/{first.name}" in by_name(agent)
+                text = metrics_text(agent)
+                assert f'target="cgroup:/{first.name}"' in text
+                assert f'target="{name}"' not in text  # a forgotten target's series are gone
+                second.mkdir()
+                wait_until(lambda: by_name(agent).get(name, {}).get("state") == "present", timeout=20)
+                assert f'target="{name}"' in metrics_text(agent)
+        finally:
+            if second.exists():
+                second.rmdir()
 
 
 def history_targets(database: Path) -> set[str]:

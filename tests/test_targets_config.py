@@ -4,8 +4,11 @@ ones, the problems reported at start-up, and each target judged on its own at ru
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from memmon.cli import overrides_from, run_parser
 from memmon.config import ConfigError, load_settings
 from memmon.model import Level
 from tests.alerting.receivers import Receiver
+from tests.cgroups import V1_MEMORY
 from tests.conftest import MonitorFactory
 
 
@@ -229,3 +233,64 @@ async def test_a_held_sampling_thread_does_not_stop_the_other_targets(make_monit
         await held
     finally:
         await monitor.stop_monitoring()
+
+
+async def test_a_unit_glob_match_is_watched_with_its_cgroup_and_its_unit(
+    make_monitor: MonitorFactory,
+) -> None:
+    """A --unit glob's match carries the cgroup found and its unit name (what the systemd strategy restarts)."""
+    if os.geteuid() != 0 or not V1_MEMORY.is_dir():
+        pytest.skip("creating a cgroup needs root and a v1 memory hierarchy")
+    unit = f"memmon-unit-{uuid.uuid4().hex[:8]}.service"
+    directory = V1_MEMORY / unit
+    directory.mkdir()
+    try:
+        monitor = make_monitor(
+            {
+                "targets": [{"unit": "memmon-unit-*.service"}],
+                "auto_response": {"emergency_actions": {"graceful_restart": {"strategy": "systemd"}}},
+            }
+        )
+        await monitor.start_monitoring()
+        try:
+            watch = monitor.watches[f"cgroup:{unit}"]
+            assert watch.settings.target.unit == unit and watch.settings.target.cgroup == f"/{unit}"
+            assert watch.actions.restarts.strategy.name == "restart:systemd"
+            await monitor.check_now()
+            assert watch.latest is not None and watch.latest.sample.cgroup is not None
+        finally:
+            await monitor.stop_monitoring()
+    finally:
+        directory.rmdir()
+
+
+def test_a_global_systemd_strategy_with_several_units_leaves_the_host_alone(
+    make_monitor: MonitorFactory,
+) -> None:
+    """strategy systemd for every unit: each unit's watch restarts its own unit; the host watch acts on nothing."""
+    monitor = make_monitor(
+        {
+            "targets": [{"unit": "a.service"}, {"unit": "b.service"}],
+            "auto_response": {"emergency_actions": {"graceful_restart": {"strategy": "systemd"}}},
+        }
+    )
+    strategies = {name: watch.actions.restarts.strategy for name, watch in monitor.watches.items()}
+    assert strategies["host"] is None, strategies
+    assert strategies["cgroup:a.service"].unit == "a.service"  # type: ignore[union-attr]
+    assert strategies["cgroup:b.service"].unit == "b.service"  # type: ignore[union-attr]
+
+
+def test_the_readme_example_of_many_targets_is_valid() -> None:
+    """The README's multi-target config example validates, with its per-target overrides applied."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Many targets in one agent") :]
+    example = json.loads(
+        section[
+            section.index("```json") + len("```json") : section.index("```\n", section.index("```json") + 7)
+        ]
+    )
+    settings = settings_of(example)
+    api, worker, batch = settings.targets
+    assert settings.for_target(api).auto_response.emergency_actions.graceful_restart.strategy == "systemd"
+    assert settings.for_target(worker).thresholds.memory_percent_warning == 60
+    assert batch.is_pattern

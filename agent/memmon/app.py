@@ -337,7 +337,7 @@ class ProductionMemoryMonitor:
                 log.info("target %s appeared; watching it", name)
                 self._add_watch(name, own).start(loop, self._check_listeners)
             now = self.monotonic()
-            for name in [n for n in self.roster.matched(set(self.watches))]:
+            for name in self.roster.matched(set(self.watches)):
                 watch = self.watches[name]
                 if watch.missing_since is not None and now - watch.missing_since >= forget_after:
                     log.info("target %s missing for %.0fs; forgotten", name, now - watch.missing_since)

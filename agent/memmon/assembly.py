@@ -202,8 +202,9 @@ def build_action_runner(
     """One target's action runner (its restart strategy and fallback, cool-downs and hourly cap), and the
     liveness strategy when it is the one chosen (``/health/live`` reports it)."""
     restart, fallback, liveness = build_restart(
-        settings,
+        settings.auto_response.emergency_actions.graceful_restart,
         targets,
+        unit=settings.target.unit,
         workers=process.current_workers if process is not None and process.server else None,
         clock=parts.clock,
     )
@@ -259,13 +260,13 @@ def build_dispatcher(
     """The alert dispatcher over the configured channels, and the routing warnings to log at start."""
     alerting = settings.alerting
     delivery = alerting.delivery
-    channels = build_channels(settings)
-    routing = build_routing(settings, channels)
+    channels = build_channels(settings.alerting)
+    routing = build_routing(settings.alerting, channels)
     target_routes = {}
     warnings = list(routing.warnings)
     for entry in settings.targets:
         if entry.alert_levels is not None and not entry.is_pattern:
-            own = build_routing(settings.for_target(entry), channels)
+            own = build_routing(settings.for_target(entry).alerting, channels)
             target_routes[entry.default_name() or ""] = own.routes
             warnings += [f"targets[{entry.default_name()}]: {warning}" for warning in own.warnings]
     dispatcher = AlertDispatcher(

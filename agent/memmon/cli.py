@@ -199,7 +199,7 @@ def test_alert(argv: Sequence[str]) -> int:
         return _report(error)
     from memmon.alerting.testalert import run_test_alert
 
-    return asyncio.run(run_test_alert(settings, args.channel, args.severity))
+    return asyncio.run(run_test_alert(settings.alerting, args.channel, args.severity))
 
 
 COMMANDS = {"check-config": check_config, "test-alert": test_alert}

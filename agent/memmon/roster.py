@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memmon.config import Settings
+from memmon.config.actions import AutoResponseSettings
 from memmon.sampling.cgroup_location import cgroups_matching
 
 ROSTER_INTERVAL_SECONDS = 5.0
@@ -64,7 +65,9 @@ class Roster:
         return self.settings.model_copy(
             update={
                 "targets": [],
-                "auto_response": self.settings.auto_response.model_copy(update={"enabled": False}),
+                "auto_response": AutoResponseSettings.model_validate(
+                    {"enabled": False, "memory_high_guard": {"enabled": "off"}, "kubernetes_events": False}
+                ),
                 "monitoring": monitoring.model_copy(
                     update={
                         "leak_detection": monitoring.leak_detection.model_copy(update={"enabled": False}),

@@ -33,7 +33,7 @@ def test_choosing_kubernetes_evict_loads_the_client() -> None:
         "from memmon.config import Settings\n"
         "s = Settings.model_validate({'auto_response': {'emergency_actions': {'graceful_restart': "
         "{'strategy': 'kubernetes-evict'}}}})\n"
-        "build_restart(s, TargetProcesses(pids=tuple))"
+        "build_restart(s.auto_response.emergency_actions.graceful_restart, TargetProcesses(pids=tuple))"
     )
     assert loaded_after(code) == {
         "memmon.kits.kubernetes_client",

@@ -15,7 +15,7 @@ def test_guide_example_routes_and_warns_about_the_unconfigured_email() -> None:
     """With the guide's config, critical goes to Slack, emergency to Slack (email is named but has no mail
     server: a warning says so), and the unlisted warning level to every configured channel."""
     settings = load_settings(GUIDE_CONFIG, environ={})
-    routing = build_routing(settings, build_channels(settings))
+    routing = build_routing(settings.alerting, build_channels(settings.alerting))
     assert sorted(routing.channels) == ["slack", "webhook"]
     assert routing.routes[Level.CRITICAL] == ("slack",)
     assert routing.routes[Level.EMERGENCY] == ("slack",)
@@ -26,7 +26,7 @@ def test_guide_example_routes_and_warns_about_the_unconfigured_email() -> None:
 
 def test_channels_exist_only_when_configured() -> None:
     """No URL, no channel: by default only the log channel (always on, not listed here) exists."""
-    assert build_channels(load_settings(environ={})) == {}
+    assert build_channels(load_settings(environ={}).alerting) == {}
     settings = load_settings(
         environ={
             "ALERT_EMAIL": "ops@example.invalid",
@@ -35,6 +35,6 @@ def test_channels_exist_only_when_configured() -> None:
             "MEMMON_ALERTING__SEND_RESOLVED": '{"email": false}',
         }
     )
-    routing = build_routing(settings, build_channels(settings))
+    routing = build_routing(settings.alerting, build_channels(settings.alerting))
     assert sorted(routing.channels) == ["alertmanager", "email"]
     assert routing.send_resolved == {"email": False, "alertmanager": True}

@@ -12,21 +12,22 @@ from memmon.actions.restarting import RestartStrategy
 from memmon.actions.signals import SignalRestart
 from memmon.actions.systemd import SystemdRestart
 from memmon.actions.targets import TargetProcesses
-from memmon.config import Settings
+from memmon.config.actions import GracefulRestartSettings
 
 log = logging.getLogger("memmon.actions")
 
 
 def build_restart(
-    settings: Settings,
+    restart: GracefulRestartSettings,
     targets: TargetProcesses,
     *,
+    unit: str | None = None,
     workers: Workers | None = None,
     clock: Callable[[], float] = time.time,
 ) -> tuple[RestartStrategy | None, RestartStrategy | None, LivenessRestart | None]:
     """(strategy, fallback, the liveness strategy when one of them is it, for /health/live); ``workers`` are a
-    server's current (worker, master) pairs, for the ``recycle`` strategy."""
-    restart = settings.auto_response.emergency_actions.graceful_restart
+    server's current (worker, master) pairs, for the ``recycle`` strategy; ``unit`` the target's unit (the
+    ``systemd`` strategy's when ``restart.unit`` is not set)."""
     liveness: LivenessRestart | None = None
 
     def make(name: str) -> RestartStrategy | None:
@@ -47,9 +48,9 @@ def build_restart(
                 kill_after_grace=restart.kill_after_grace,
             )
         if name == "systemd":
-            unit = restart.unit or settings.target.unit
-            assert unit is not None, "validated by the settings"
-            return SystemdRestart(unit)
+            systemd_unit = restart.unit or unit
+            assert systemd_unit is not None, "validated by the settings"
+            return SystemdRestart(systemd_unit)
         if name == "kubernetes-evict":
             # Imported only when chosen: a configuration without it does not load the Kubernetes client.
             from memmon.actions.eviction import EvictRestart

@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 
 from memmon.alerting.channel import Channel
-from memmon.config import Settings
+from memmon.config.sections import AlertingSettings
 from memmon.model import ALERT_LEVELS, Level
 
 
@@ -33,14 +33,13 @@ class Routing:
     """Problems worth a start-up warning (a route naming a channel that is not configured)."""
 
 
-def instance_name(settings: Settings) -> str:
+def instance_name(alerting: AlertingSettings) -> str:
     """The ``instance`` label: ``alerting.instance``, else the pod name (POD_NAME), else the host name."""
-    return settings.alerting.instance or os.environ.get("POD_NAME") or socket.gethostname()
+    return alerting.instance or os.environ.get("POD_NAME") or socket.gethostname()
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
+def build_channels(alerting: AlertingSettings) -> dict[str, Channel]:
     """Every configured delivery channel, by name."""
-    alerting = settings.alerting
     timeout = alerting.delivery.timeout_seconds
     channels: dict[str, Channel] = {}
     if alerting.slack_webhook is not None:
@@ -73,18 +72,18 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         channels["alertmanager"] = AlertmanagerChannel(
             alerting.alertmanager_url.get_secret_value(),
             timeout=timeout,
-            instance=instance_name(settings),
+            instance=instance_name(alerting),
             repush_seconds=alerting.alertmanager_repush_seconds,
         )
     return channels
 
 
-def build_routing(settings: Settings, channels: dict[str, Channel]) -> Routing:
+def build_routing(alerting: AlertingSettings, channels: dict[str, Channel]) -> Routing:
     """Routes per level over the given channels, with the warnings about unconfigured ones."""
     warnings: list[str] = []
     routes: dict[Level, tuple[str, ...]] = {}
     for level in ALERT_LEVELS:
-        listed = settings.alerting.alert_levels.get(level.label)
+        listed = alerting.alert_levels.get(level.label)
         if listed is None:
             routes[level] = tuple(channels)
             continue
@@ -100,5 +99,5 @@ def build_routing(settings: Settings, channels: dict[str, Channel]) -> Routing:
                     f"{level.label} alerts will not go there"
                 )
         routes[level] = tuple(names)
-    send_resolved = {name: settings.alerting.send_resolved.get(name, True) for name in channels}
+    send_resolved = {name: alerting.send_resolved.get(name, True) for name in channels}
     return Routing(channels, routes, send_resolved, tuple(warnings))

@@ -18,7 +18,7 @@ from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
 from memmon.alerting.log import LogChannel
 from memmon.alerting.redaction import send_redacted
 from memmon.alerting.routing import build_channels
-from memmon.config import Settings
+from memmon.config.sections import AlertingSettings
 from memmon.evaluation.evaluator import fingerprint
 from memmon.model import Alert, Level, frozen_mapping
 
@@ -56,16 +56,16 @@ async def send_test_alert(channel: Channel, alert: Alert, within: float) -> Rece
         return await send_redacted(channel, Delivery(alert, f"{alert.id}:test", test=True))
 
 
-async def run_test_alert(settings: Settings, name: str, severity: str) -> int:
+async def run_test_alert(alerting: AlertingSettings, name: str, severity: str) -> int:
     """The ``memmon test-alert`` command: prints the receiver's answer; returns the exit code."""
-    channels = build_channels(settings)
+    channels = build_channels(alerting)
     channel: Channel | None = LogChannel() if name == "log" else channels.get(name)
     if channel is None:
         print(f"memmon: {not_configured(name, channels)}", file=sys.stderr)
         return 2
     alert = make_test_alert("test", Level.parse(severity))
     try:
-        receipt = await send_test_alert(channel, alert, settings.alerting.delivery.timeout_seconds + 5)
+        receipt = await send_test_alert(channel, alert, alerting.delivery.timeout_seconds + 5)
     except DeliveryFailed as exc:
         retry = "a retry may succeed" if exc.retryable else "a retry will not help"
         print(f"{name}: not accepted: {exc.reason} ({retry})")

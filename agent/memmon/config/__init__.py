@@ -4,8 +4,10 @@ A layer below every stage: it imports ``memmon.model`` and its own modules, noth
 ``settings`` (the root and how it is loaded: overrides > environment > config file > defaults), ``sections`` and
 ``actions`` (the sections), ``file`` (the JSON file with comments), ``rules`` (problem lines and cross-field rules).
 
-How stages receive settings: the assembly (``memmon.assembly``) hands each part the one section it reads, or
-plain values; only the wiring modules see the whole ``Settings``.
+How stages receive settings, one rule: the assembly (``memmon.assembly``) hands each part of the sample,
+evaluate, alert and act stages the section it reads (``AlertingSettings``, ``AutoResponseSettings``,
+``GracefulRestartSettings``...) or plain values, never the whole ``Settings`` (``tests/test_architecture.py``
+checks it); the wiring and the exposition (which shows the effective configuration) read the root.
 """
 
 from memmon.config.file import ConfigError

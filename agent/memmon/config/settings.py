@@ -357,7 +357,9 @@ class Settings(RuleChecked, BaseSettings):
         """These settings as one target sees them: its ``target`` section, and its thresholds, auto_response and
         routing over the global ones (entries were validated with the rest at start-up)."""
         thresholds, response = merged(self.thresholds, self.auto_response, entry)
-        target = TargetSettings.model_validate(entry.model_dump(include=set(TargetSettings.model_fields)))
+        # Built, not validated again: the entry was validated at start-up, and a pattern's match carries both the
+        # cgroup it found and its unit (what the systemd strategy restarts), which the config itself may not.
+        target = TargetSettings.model_construct(**entry.model_dump(include=set(TargetSettings.model_fields)))
         update: dict[str, Any] = {
             "target": target,
             "targets": [],

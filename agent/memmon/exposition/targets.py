@@ -6,6 +6,7 @@ A single-target agent lists its one target; a multi-target agent also lists ``ho
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +29,8 @@ def status_of(view: TargetView) -> str:
 
 
 def target_payload(view: TargetView, *, detail: bool = False) -> dict[str, Any]:
-    """One target as the API shows it; ``detail`` adds the full memory block (as ``/health/memory``)."""
+    """One target as the API shows it; ``detail`` adds the full memory block (as ``/health/memory``), its
+    time-to-limit prediction (predictive alerting on) and its recent actions."""
     latest = view.latest
     sample = latest.sample if latest is not None else None
     payload: dict[str, Any] = {
@@ -65,7 +67,9 @@ def target_payload(view: TargetView, *, detail: bool = False) -> dict[str, Any]:
     actions = view.recent_actions()
     payload["last_action"] = action_payload(actions[-1]) if actions else None
     if detail:
+        prediction = view.prediction
         payload["memory"] = memory_payload(sample) if sample else None
+        payload["prediction"] = None if prediction is None else dataclasses.asdict(prediction)
         payload["recent_actions"] = [action_payload(a) for a in actions[-10:]]
     return payload
 
