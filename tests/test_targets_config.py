@@ -294,3 +294,29 @@ def test_the_readme_example_of_many_targets_is_valid() -> None:
     assert settings.for_target(api).auto_response.emergency_actions.graceful_restart.strategy == "systemd"
     assert settings.for_target(worker).thresholds.memory_percent_warning == 60
     assert batch.is_pattern
+
+
+async def test_history_size_is_split_among_the_targets_and_older_windows_come_from_sqlite(
+    make_monitor: MonitorFactory,
+) -> None:
+    """monitoring.history_size is the agent's: 4 targets of 400 points keep 100 each in memory; a window longer
+    than a ring is answered from SQLite, for that target only."""
+    pid = os.getpid()
+    monitor = make_monitor(
+        {
+            "monitoring": {"history_size": 400},
+            "targets": [{"pids": [pid], "name": name} for name in ("a", "b", "c")],
+        }
+    )
+    await monitor.start_monitoring()
+    try:
+        assert {name: watch.history.size for name, watch in monitor.watches.items()} == dict.fromkeys(
+            ("a", "b", "c", "host"), 100
+        )
+        for _ in range(3):
+            await monitor.check_now()
+        await monitor.recorder.flush()
+        total, points = await monitor.history_window(time.time() - 86400, 1000, "b")
+        assert total >= 3 and {point.target for point in points} == {"b"}
+    finally:
+        await monitor.stop_monitoring()

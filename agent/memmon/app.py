@@ -70,6 +70,11 @@ SAMPLING_THREADS = 4
 """Sampling threads shared by the targets of a multi-target agent: a slow sampler holds one, not every target."""
 RESTORED_POINTS_MAX = 50_000
 """At most this many of the previous run's points refill the targets' rings at start (the rest stay in SQLite)."""
+HOST_MAX_AGE_SECONDS = 0.25
+"""The targets of a multi-target agent (the host target too) share a ``/proc/meminfo`` reading younger than this:
+hundreds of checks a second parse it a few times."""
+RING_MIN_POINTS = 60
+"""The smallest in-memory ring of one target of a multi-target agent (longer windows are read from SQLite)."""
 
 
 class ProductionMemoryMonitor:
@@ -125,7 +130,7 @@ class ProductionMemoryMonitor:
             monotonic=monotonic,
         )
         self.pod_reporter = self.parts.pod_reporter
-        self.host = HostSampler()
+        self.host = HostSampler(max_age=HOST_MAX_AGE_SECONDS if self.settings.multi_target else 0.0)
         """One host reader for every target (``/proc/meminfo``)."""
         self.roster = Roster(self.settings)
         self.watches: dict[str, TargetWatch] = {}
@@ -146,6 +151,8 @@ class ProductionMemoryMonitor:
         self.started_at: float | None = None
         self._started_monotonic: float | None = None
         self._roster_task: asyncio.Task[None] | None = None
+        self._ring_points = self.settings.monitoring.history_size
+        """Points of history in memory per target (the whole ``history_size`` for a single target)."""
         self._running = False
 
     def _add_watch(
@@ -185,11 +192,12 @@ class ProductionMemoryMonitor:
         """The worst target now (level, then fill): what ``/health`` shows; the only one of a single target."""
         if len(self.watches) == 1:
             return self.primary
-        return min(self.watches.values(), key=severity_key)
+        return min(list(self.watches.values()), key=severity_key)
 
     def ordered_watches(self) -> list[TargetWatch]:
-        """Every target, worst first."""
-        return sorted(self.watches.values(), key=severity_key)
+        """Every target, worst first. Safe from the metrics thread: the list of targets is copied at once (the
+        roster adds and forgets targets on the event loop)."""
+        return sorted(list(self.watches.values()), key=severity_key)
 
     @property
     def sampler(self) -> SnapshotSampler:
@@ -290,6 +298,11 @@ class ProductionMemoryMonitor:
         self._started_monotonic = self.monotonic()
         for name, own in self.roster.refresh(set(self.watches)).added:
             self._add_watch(name, own)
+        if self.settings.multi_target:
+            # monitoring.history_size is the agent's: split among its targets (a ring holds ~0.4 KiB per point).
+            self._ring_points = max(RING_MIN_POINTS, size // len(self.watches))
+            for watch in self.watches.values():
+                watch.size_history(self._ring_points)
         stale = self._restore(active, recent, self.started_at)
         self._running = True
         loop = asyncio.get_running_loop()
@@ -335,7 +348,9 @@ class ProductionMemoryMonitor:
                 continue
             for name, own in change.added:
                 log.info("target %s appeared; watching it", name)
-                self._add_watch(name, own).start(loop, self._check_listeners)
+                watch = self._add_watch(name, own)
+                watch.size_history(self._ring_points)
+                watch.start(loop, self._check_listeners)
             now = self.monotonic()
             for name in self.roster.matched(set(self.watches)):
                 watch = self.watches[name]

@@ -125,6 +125,11 @@ class TargetWatch:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
+    def size_history(self, points: int) -> None:
+        """Keep ``points`` checks in the in-memory ring (before start: a ring holding points is kept as it is)."""
+        if not len(self.history):
+            self.history = HistoryRing(points)
+
     def restore(self, active: Sequence[Alert], recent: Sequence[Any], now: float) -> list[Alert]:
         """The previous run's firing alerts of this target become its state again; its recent points refill the
         ring. Returns firing alerts it no longer owns, resolved (to record)."""

@@ -79,14 +79,16 @@ class LabeledCounter:
         with self._lock:
             return self._counts.get(labels, 0.0)
 
-    def slice(self, first: str) -> LabeledCounter:
-        """A copy of the series whose first label is ``first``, without that label (one target's counts of a
-        counter kept per target)."""
-        part = LabeledCounter(self.label_names[1:])
+    def by_first_label(self) -> dict[str, LabeledCounter]:
+        """Copies of the series grouped by their first label, without it (each target's counts of a counter kept
+        per target), in one pass."""
+        parts: dict[str, LabeledCounter] = {}
         for labels, value in self.items():
-            if labels and labels[0] == first:
-                part._counts[labels[1:]] = value
-        return part
+            part = parts.get(labels[0])
+            if part is None:
+                part = parts[labels[0]] = LabeledCounter(self.label_names[1:])
+            part._counts[labels[1:]] = value
+        return parts
 
     def total(self) -> float:
         """Sum over every series."""

@@ -59,3 +59,18 @@ def test_meminfo_without_memtotal_is_source_unavailable(tmp_path: Path) -> None:
     broken.write_text("MemFree:  100 kB\n")
     with pytest.raises(SourceUnavailable, match="no MemTotal"):
         HostSampler(broken).sample()
+
+
+def test_a_shared_reader_reuses_a_reading_younger_than_max_age(tmp_path: Path) -> None:
+    """max_age: a second sample within it is the first reading; after it, the file is read again."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 1000 kB\nMemAvailable: 400 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+    now = [100.0]
+    sampler = HostSampler(meminfo, max_age=0.25, monotonic=lambda: now[0])
+    first = sampler.sample()
+    meminfo.write_text("MemTotal: 1000 kB\nMemAvailable: 100 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+    now[0] += 0.2
+    assert sampler.sample() is first
+    now[0] += 0.1
+    assert sampler.sample().available_bytes == 100 * 1024
+    assert HostSampler(meminfo).sample() is not HostSampler(meminfo).sample()  # no max_age: every call reads

@@ -14,6 +14,8 @@ why ``SnapshotSampler`` prefers a cgroup limit below host memory.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from memmon.model import HostSample
@@ -34,11 +36,25 @@ def _percent(used: int, total: int) -> float:
 
 
 class HostSampler:
-    """Reads ``/proc/meminfo`` once per ``sample()``."""
+    """Reads ``/proc/meminfo`` once per ``sample()``, or at most once per ``max_age`` seconds when shared.
 
-    def __init__(self, meminfo: Path = Path("/proc/meminfo")) -> None:
+    ``max_age`` > 0: a sample younger than that is returned again (a multi-target agent's targets share one host
+    reader: hundreds of targets checked each second need not each parse meminfo). Thread-safe: the cached
+    ``(monotonic time, sample)`` pair is replaced as one reference.
+    """
+
+    def __init__(
+        self,
+        meminfo: Path = Path("/proc/meminfo"),
+        *,
+        max_age: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._meminfo = meminfo
         self._path = str(meminfo)
+        self._max_age = max_age
+        self._monotonic = monotonic
+        self._cached: tuple[float, HostSample] | None = None
 
     @property
     def path(self) -> Path:
@@ -46,7 +62,18 @@ class HostSampler:
         return self._meminfo
 
     def sample(self) -> HostSample:
-        """Host memory now; raises ``SourceUnavailable`` when the file is unreadable or lacks ``MemTotal``."""
+        """Host memory now (or ``max_age`` ago at most); raises ``SourceUnavailable`` when the file is unreadable
+        or lacks ``MemTotal``."""
+        cached = self._cached
+        if cached is not None and self._monotonic() - cached[0] < self._max_age:
+            return cached[1]
+        now = self._monotonic()
+        sample = self._sample()
+        if self._max_age > 0:
+            self._cached = (now, sample)
+        return sample
+
+    def _sample(self) -> HostSample:
         fields = self._read()
         try:
             total = fields["MemTotal"]

@@ -38,9 +38,14 @@ def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
     """The targets to expose, worst first: each target once it has been checked (a target forgotten by the agent
     is no longer listed, so its series leave /metrics)."""
     telemetry = monitor.telemetry
-    single = len(monitor.ordered_watches()) == 1
+    watches = monitor.ordered_watches()
+    single = len(watches) == 1
+    # Grouped once per scrape: slicing the per-target counters target by target would be O(targets²).
+    fired = {} if single else telemetry.target_alerts_fired.by_first_label()
+    resolved = {} if single else telemetry.target_alerts_resolved.by_first_label()
+    empty = LabeledCounter(telemetry.alerts_fired.label_names)
     views = []
-    for watch in monitor.ordered_watches():
+    for watch in watches:
         latest = watch.latest
         if latest is None:
             continue
@@ -51,10 +56,8 @@ def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
                 prediction=watch.prediction,
                 # One target: the agent-wide degradations too, as always; several: each its own.
                 degraded=monitor.degraded if single else watch.degraded,
-                alerts_fired=telemetry.alerts_fired if single else telemetry.target_alerts_fired.slice(name),
-                alerts_resolved=telemetry.alerts_resolved
-                if single
-                else telemetry.target_alerts_resolved.slice(name),
+                alerts_fired=telemetry.alerts_fired if single else fired.get(name, empty),
+                alerts_resolved=telemetry.alerts_resolved if single else resolved.get(name, empty),
             )
         )
     return tuple(views)
