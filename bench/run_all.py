@@ -20,6 +20,7 @@ BENCHMARKS = (
     "check_cost.py",
     "usage_watch.py",
     "footprint.py",
+    "multi_target.py",
     "oom_race.py",
     "alert_latency.py",
     "leaks.py",
