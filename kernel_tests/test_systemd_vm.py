@@ -340,3 +340,99 @@ def test_memory_high_guard_throttles_and_psi_trigger_fires(installed: Install, r
     assert float(found["psi_events"] or 0) > 0, output
     assert float(found["memory_events_events"] or 0) > 0, output
     assert found["memory_high_after_stop"] == "max", output
+
+
+# One agent, three units: ARGS for /etc/default/memmon and the config file (kernel_tests/configs/).
+THREE_UNITS = {
+    # The README's `targets` list: each unit with its own restart strategy (systemd), global thresholds.
+    "targets-list": ("", "three-units.json"),
+    # Three --unit flags and the strategy in the global auto_response section.
+    "unit-flags": (
+        "--unit leak@a.service --unit leak@b.service --unit leak@c.service",
+        "restart-systemd-global.json",
+    ),
+    # A unit glob (re-resolved every 5 s; each match is restarted by its own unit name) and the strategy in the global
+    # auto_response section.
+    "unit-glob": ("--unit leak@*.service", "restart-systemd-global.json"),
+}
+
+
+@pytest.mark.parametrize("setup", list(THREE_UNITS))
+def test_one_memmon_restarts_the_one_leaking_unit_of_three(installed: Install, run: Run, setup: str) -> None:
+    """One memmon.service watching three units of a template (a `targets` list, three --unit flags, or a unit glob;
+    strategy systemd, emergency at 70 %): a 10 MB/s leak in leak@a.service alerts and restarts that unit alone (new
+    invocation, no OOM kill); leak@b and leak@c keep their invocation and main PID, stay active and ok, with no
+    action and no alert, and /health/targets lists all three and the host."""
+    args, config = THREE_UNITS[setup]
+    names = {i: f"cgroup:leak@{i}.service" for i in "abc"}
+    rc, output = run(
+        f"""
+        leaks_reset a b c
+        memmon_setup "{args}" {config} || exit 1
+        """
+        + """
+        sleep 8  # every target checked at least once (their checks are spread over the 5 s interval)
+        for i in a b c; do unit_facts "leak@$i.service" "before_$i"; done
+        echo "targets_before=$(http_get http://127.0.0.1:8080/health/targets | tr -d '\\n')"
+        oom0="$(vm_oom_kills)"
+        since="$(date +%s)"
+        inv0="$(prop leak@a.service InvocationID)"
+        leak_at_go a 10
+        start=$SECONDS
+        wait_until 120 unit_ended leak@a.service "$inv0" || echo "leak_timeout=1"
+        echo "leak_seconds=$((SECONDS - start))"
+        wait_until 30 test "$(prop leak@a.service ActiveState)" != activating || true
+        sleep 6  # every target checked again after the restart; memmon has recorded the action's result
+        for i in a b c; do unit_facts "leak@$i.service" "after_$i"; done
+        echo "oom_kills=$(($(vm_oom_kills) - oom0))"
+        echo "actions=$(memmon_actions)"
+        echo "targets=$(http_get http://127.0.0.1:8080/health/targets | tr -d '\\n')"
+        echo "alerts=$(http_get 'http://127.0.0.1:8080/health/alerts?hours=1' | tr -d '\\n')"
+        echo "--- the leaker's journal (its rate)"
+        journalctl -u leak@a.service --since "@$since" --no-pager -o cat | grep -E "^(leaking at|kept )" | tail -n 3
+        echo "--- memmon's journal since the leak started"
+        journalctl -u memmon --since "@$since" --no-pager -o cat | tail -n 40
+        echo "--- kernel OOM messages since then"
+        journalctl -k --since "@$since" --no-pager -o cat | grep -iE "oom|killed process" | tail -n 10
+        systemctl stop leak@a.service leak@b.service leak@c.service
+        """,
+        240,
+        name=f"three-units-{setup}",
+    )
+    assert rc == 0, output
+    found = fields(output)
+    assert "leak_timeout" not in found, f"leak@a.service was neither restarted nor stopped:\n{output}"
+    assert found["oom_kills"] == "0", f"the kernel OOM killer acted:\n{output}"
+    before: dict[str, Any] = {t["name"]: t for t in json.loads(found["targets_before"])["targets"]}
+    assert set(before) == {*names.values(), "host"}, before
+    assert all(before[name]["status"] == "ok" for name in names.values()), before
+
+    # The leaking unit: restarted by memmon's systemd strategy (a new invocation), not killed by the kernel.
+    assert found["invocation_after_a"] != found["invocation_before_a"], output
+    assert found["pid_after_a"] != found["pid_before_a"], output
+    assert found["active_after_a"] == "active", output
+    assert found["result_after_a"] != "oom-kill", output
+    actions: list[dict[str, Any]] = json.loads(found["actions"])
+    restarts = [a for a in actions if a.get("target") == names["a"] and a["action"] == "restart:systemd"]
+    assert restarts, f"memmon did not restart leak@a.service:\n{output}"
+    assert restarts[-1]["success"] is True, restarts[-1]
+    assert restarts[-1]["detail"]["unit"] == "leak@a.service", restarts[
+        -1
+    ]  # a glob's match: its own unit name
+    alerts: list[dict[str, Any]] = json.loads(found["alerts"])["alerts"]
+    assert any(a["target"] == names["a"] for a in alerts), f"no alert for {names['a']}:\n{output}"
+
+    # The two others: untouched (same invocation and main PID), ok, no action, no alert.
+    targets: dict[str, Any] = {t["name"]: t for t in json.loads(found["targets"])["targets"]}
+    assert set(targets) == {*names.values(), "host"}, targets
+    assert targets[names["a"]]["last_action"]["action"] == "restart:systemd", targets[names["a"]]
+    assert targets["host"]["last_action"] is None, targets["host"]
+    for i in "bc":
+        assert found[f"invocation_after_{i}"] == found[f"invocation_before_{i}"], (i, output)
+        assert found[f"pid_after_{i}"] == found[f"pid_before_{i}"], (i, output)
+        assert found[f"active_after_{i}"] == "active", (i, output)
+        assert targets[names[i]]["status"] == "ok", targets[names[i]]
+        assert targets[names[i]]["last_action"] is None, targets[names[i]]
+        assert targets[names[i]]["active_alerts"] == [], targets[names[i]]
+        assert not [a for a in actions if a.get("target") == names[i]], (i, actions)
+        assert not [a for a in alerts if a["target"] == names[i]], (i, alerts)

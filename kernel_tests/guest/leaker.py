@@ -1,24 +1,26 @@
-"""The leaking service of the kernel tests (installed in the guest as /usr/local/bin/kt-leaker, run by leak.service).
+"""The leaking service of the kernel tests (installed in the guest as /usr/local/bin/kt-leaker, run by leak.service
+and by the instances of leak@.service).
 
-Idle (a few MB) until the file /run/leak/go appears; then it keeps 1 MiB more every 1/RATE s, where RATE (MB/s) is
-the file's content, 0 meaning as fast as it can. /run/leak is the unit's RuntimeDirectory=, emptied at every
-(re)start, so a restarted instance is idle again. SIGTERM ends it at once (the default action), a clean stop for
-systemd.
+``kt-leaker [RUN_DIR]`` (default /run/leak): idle (a few MB) until the file RUN_DIR/go appears; then it keeps 1 MiB
+more every 1/RATE s, where RATE (MB/s) is the file's content, 0 meaning as fast as it can. RUN_DIR is the unit's
+RuntimeDirectory= (/run/leak-%i for leak@%i.service, so instances run side by side), emptied at every (re)start, so
+a restarted instance is idle again. SIGTERM ends it at once (the default action), a clean stop for systemd.
 """
 
 import os
+import sys
 import time
 
-GO = "/run/leak/go"
 MIB = 1024 * 1024
 
 
 def main() -> None:
-    while not os.path.exists(GO):
+    go = os.path.join(sys.argv[1] if len(sys.argv) > 1 else "/run/leak", "go")
+    while not os.path.exists(go):
         time.sleep(0.1)
-    with open(GO) as file:
+    with open(go) as file:
         rate_mb = float(file.read().strip() or 0)
-    os.unlink(GO)
+    os.unlink(go)
     print(f"leaking at {rate_mb or 'full speed'} MB/s", flush=True)
     kept: list[bytes] = []
     started = time.monotonic()

@@ -119,3 +119,35 @@ leak_run() {
     echo "--- kernel OOM messages since then"
     journalctl -k --since "@$since" --no-pager -o cat | grep -iE "oom|killed process" | tail -n 10
 }
+
+# --- leak@.service: several leaking units side by side (the multi-target test) ---
+
+# leaks_reset INSTANCE...: (re)install the leak@.service template from the share and start a fresh, idle
+# leak@INSTANCE.service of each (run directory /run/leak-INSTANCE).
+leaks_reset() {
+    local i
+    install -m 0644 "$KT/guest/leaker.py" /usr/local/bin/kt-leaker
+    install -m 0644 "$KT/guest/leak@.service" /etc/systemd/system/leak@.service
+    systemctl daemon-reload
+    for i in "$@"; do
+        systemctl reset-failed "leak@$i.service" 2>/dev/null || true
+        systemctl restart "leak@$i.service"
+    done
+    for i in "$@"; do wait_until 30 test -d "/run/leak-$i" || return 1; done
+}
+
+# leak_at_go INSTANCE RATE_MB_S: tell the running leak@INSTANCE.service to start leaking.
+leak_at_go() { echo "$2" >"/run/leak-$1/go.tmp" && mv "/run/leak-$1/go.tmp" "/run/leak-$1/go"; }
+
+# unit_ended UNIT INVOCATION: UNIT is no longer that invocation, or no longer running.
+unit_ended() { [ "$(prop "$1" InvocationID)" != "$2" ] || [ "$(prop "$1" ActiveState)" != active ]; }
+
+# unit_facts UNIT KEY_SUFFIX: the unit's invocation, main pid, state, result and cgroup OOM kills as key=value lines
+# (keys invocation_SUFFIX, pid_SUFFIX, active_SUFFIX, result_SUFFIX, oom_kill_SUFFIX).
+unit_facts() {
+    echo "invocation_$2=$(prop "$1" InvocationID)"
+    echo "pid_$2=$(prop "$1" MainPID)"
+    echo "active_$2=$(prop "$1" ActiveState)"
+    echo "result_$2=$(prop "$1" Result)"
+    echo "oom_kill_$2=$(cg_event "$1" oom_kill)"
+}
