@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
+import time
 
 from memmon.alerting.spool import SpoolError
 from memmon.app import ProductionMemoryMonitor
@@ -40,6 +42,28 @@ def status_line(evaluation: Evaluation) -> str:
         else f" ({sample.percent_of_limit:.0f}% of {sample.limit_source})"
     )
     return f"{evaluation.level.label}: {sample.target} {usage}{percent}"
+
+
+class StatusReporter:
+    """Tells systemd after every check (READY=1, WATCHDOG=1 when due, STATUS= when it changed). Several targets:
+    the STATUS line (which finds the worst target, a walk over all of them) is recomputed at most once a second,
+    not at each of hundreds of checks a second."""
+
+    def __init__(
+        self, monitor: ProductionMemoryMonitor, notifier: SystemdNotifier, *, every: float = 1.0
+    ) -> None:
+        self.monitor = monitor
+        self.notifier = notifier
+        self.every = every
+        self._status = ""
+        self._at = -math.inf
+
+    def checked(self, evaluation: Evaluation) -> None:
+        """The check listener."""
+        now = time.monotonic()
+        if len(self.monitor.watches) == 1 or now - self._at >= self.every:
+            self._status, self._at = agent_status(self.monitor, evaluation), now
+        self.notifier.checked(self._status)
 
 
 def agent_status(monitor: ProductionMemoryMonitor, evaluation: Evaluation) -> str:
@@ -77,7 +101,8 @@ async def run_agent(settings: Settings, *, stop: asyncio.Event | None = None) ->
     monitor = ProductionMemoryMonitor(settings=settings)
     server = MemoryHealthServer(monitor)
     notifier = SystemdNotifier()
-    monitor.add_check_listener(lambda evaluation: notifier.checked(agent_status(monitor, evaluation)))
+    if notifier.enabled:  # not under systemd: nothing to tell, and no status to compute at every check
+        monitor.add_check_listener(StatusReporter(monitor, notifier).checked)
     try:
         try:
             await monitor.start_monitoring()
