@@ -101,9 +101,17 @@ def test_a_leak_in_one_of_three_cgroups_alerts_and_restarts_that_one_alone() -> 
             )  # 78 % of its cgroup's limit: emergency (it may be stopped before it says so)
             leaker.stdin.flush()
             wait_until(lambda: leaker.poll() is not None, timeout=30)  # restarted: SIGTERM ended it
+
+            def restarts_recorded() -> list[dict[str, Any]]:
+                """The restart results so far: recorded once the strategy returns, after the process has exited."""
+                return [
+                    a for a in agent.get("/health")["recent_actions"] if a["action"].startswith("restart")
+                ]
+
+            wait_until(lambda: bool(restarts_recorded()), timeout=15)
             targets = by_name(agent)
             actions = agent.get("/health")["recent_actions"]
-            restarts = [a for a in actions if a["action"].startswith("restart")]
+            restarts = restarts_recorded()
             assert restarts and {a["target"] for a in restarts} == {"worker"}, actions
             assert {a.get("target") for a in actions} == {"worker"}, actions
             alerts = agent.get("/health/alerts?hours=1")
