@@ -29,6 +29,8 @@ WIRING = {
     "memmon.kernelwatch",
     "memmon.targetwatch",
     "memmon.roster",
+    "memmon.noderoster",
+    "memmon.nodemode",
     "memmon.levellog",
     "memmon.config_summary",
     "memmon.service",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from memmon.actions.caches import CacheRegistry
 from memmon.actions.gc import GcAction
@@ -59,6 +59,10 @@ from memmon.storage.reads import HistoryReader
 from memmon.storage.store import StoreError
 from memmon.targetwatch import TargetWatch, severity_key
 from memmon.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from memmon.nodemode import NodeMode
+    from memmon.noderoster import PodTarget
 
 T = TypeVar("T")
 log = logging.getLogger("memmon.monitor")
@@ -125,7 +129,8 @@ class ProductionMemoryMonitor:
             caches=self.caches,
             throttle=self.throttle,
             nonessential=self.nonessential,
-            pod_reporter=build_pod_reporter(self.settings),
+            # Node mode reports on each target's pod (memmon.nodemode), never on memmon's own.
+            pod_reporter=None if self.settings.node.enabled else build_pod_reporter(self.settings),
             clock=clock,
             monotonic=monotonic,
         )
@@ -134,6 +139,21 @@ class ProductionMemoryMonitor:
         """One host reader for every target (``/proc/meminfo``)."""
         self.roster = Roster(self.settings)
         self.watches: dict[str, TargetWatch] = {}
+        self.node: NodeMode | None = None
+        """Node mode's pods and containers (``memmon.nodemode``); None otherwise."""
+        if self.settings.node.enabled:
+            # Imported only in node mode: no other configuration loads the Kubernetes client (footprint).
+            from memmon.nodemode import NodeMode
+
+            self.node = NodeMode(
+                self.settings,
+                self.telemetry,
+                add=self._add_pod_target,
+                drop=self._drop_watch,
+                missing_for=self._missing_for,
+                clock=clock,
+                monotonic=monotonic,
+            )
         if self.settings.multi_target:
             for name, own in self.roster.fixed():
                 self._add_watch(name, own)
@@ -162,7 +182,9 @@ class ProductionMemoryMonitor:
         *,
         sampler: SnapshotSampler | None = None,
         host_only: bool = False,
+        **pod: Any,
     ) -> TargetWatch:
+        """A new target's watch (not started); ``pod`` holds node mode's labels, pod reporter and restart."""
         multi = self.settings.multi_target
         if host_only:
             sampler = build_host_sampler(self.host, name)
@@ -176,9 +198,42 @@ class ProductionMemoryMonitor:
             judge_target=not host_only,
             judge_host=host_only or not multi,
             named_logs=multi,
+            **pod,
         )
         self.watches[name] = watch
         return watch
+
+    def _add_pod_target(self, target: PodTarget) -> None:
+        """Node mode: watch a pod or container (started at once when the agent runs)."""
+        assert self.node is not None
+        log.info("watching %s", target.name)
+        watch = self._add_watch(
+            target.name,
+            target.settings,
+            labels=target.labels,
+            pod_reporter=self.node.reporter(target),
+            restart=self.node.restart(target),
+        )
+        if self._running:
+            watch.size_history(self._ring_points)
+            watch.start(asyncio.get_running_loop(), self._check_listeners)
+
+    async def _drop_watch(self, name: str) -> None:
+        """Stop and forget a target's watch (its series leave /metrics)."""
+        watch = self.watches.pop(name, None)
+        if watch is None:
+            return
+        log.info("target %s dropped", name)
+        watch.stop()
+        await watch.wait_stopped(1.0)
+        await watch.close(1.0)
+
+    def _missing_for(self, name: str) -> float | None:
+        """Seconds a target's watch has seen it missing; None while present (or unknown)."""
+        watch = self.watches.get(name)
+        if watch is None or watch.missing_since is None:
+            return None
+        return self.monotonic() - watch.missing_since
 
     # -- the first target's parts (the single-target API) ------------------------------------------------------
 
@@ -298,6 +353,9 @@ class ProductionMemoryMonitor:
         self._started_monotonic = self.monotonic()
         for name, own in self.roster.refresh(set(self.watches)).added:
             self._add_watch(name, own)
+        if self.node is not None:
+            await self.node.start()
+            await self.node.refresh()
         if self.settings.multi_target:
             # monitoring.history_size is the agent's: split among its targets (a ring holds ~0.4 KiB per point).
             self._ring_points = max(RING_MIN_POINTS, size // len(self.watches))
@@ -312,6 +370,8 @@ class ProductionMemoryMonitor:
             watch.start(loop, self._check_listeners, delay=interval * index / count if count > 1 else 0.0)
         if self.roster.has_patterns:
             self._roster_task = loop.create_task(self._follow_roster(), name="memmon-roster")
+        if self.node is not None:
+            self._roster_task = loop.create_task(self.node.run(), name="memmon-node")
         self.recorder.start()
         if stale:
             self.recorder.add_alerts(stale)
@@ -369,6 +429,8 @@ class ProductionMemoryMonitor:
         if self._roster_task is not None:
             self._roster_task.cancel()
             self._roster_task = None
+        if self.node is not None:
+            await self.node.close()
         watches = list(self.watches.values())
         for watch in watches:
             watch.stop()

@@ -16,7 +16,7 @@ from memmon.actions.caches import CacheRegistry
 from memmon.actions.inprocess import NonessentialWorkers, self_rss_bytes
 from memmon.actions.liveness import LivenessRestart
 from memmon.actions.memory_high import MemoryHighGuard
-from memmon.actions.restarting import Recheck
+from memmon.actions.restarting import Recheck, RestartStrategy
 from memmon.actions.restarts import build_restart
 from memmon.actions.runner import ActionRunner
 from memmon.actions.signals import SignalAction
@@ -198,16 +198,22 @@ def build_action_runner(
     on_restart: Callable[[ActionResult], Awaitable[None]],
     on_result: Callable[[ActionResult], None],
     worker_budget: Callable[[Evaluation], int | None],
+    restart: tuple[RestartStrategy | None, RestartStrategy | None] | None = None,
 ) -> tuple[ActionRunner, LivenessRestart | None]:
     """One target's action runner (its restart strategy and fallback, cool-downs and hourly cap), and the
-    liveness strategy when it is the one chosen (``/health/live`` reports it)."""
-    restart, fallback, liveness = build_restart(
-        settings.auto_response.emergency_actions.graceful_restart,
-        targets,
-        unit=settings.target.unit,
-        workers=process.current_workers if process is not None and process.server else None,
-        clock=parts.clock,
-    )
+    liveness strategy when it is the one chosen (``/health/live`` reports it). ``restart`` (strategy, fallback)
+    replaces what the settings would build."""
+    liveness: LivenessRestart | None = None
+    if restart is None:
+        strategy, fallback, liveness = build_restart(
+            settings.auto_response.emergency_actions.graceful_restart,
+            targets,
+            unit=settings.target.unit,
+            workers=process.current_workers if process is not None and process.server else None,
+            clock=parts.clock,
+        )
+    else:
+        strategy, fallback = restart
     runner = ActionRunner(
         settings.auto_response,
         parts.telemetry,
@@ -216,7 +222,7 @@ def build_action_runner(
         throttle=parts.throttle,
         nonessential=parts.nonessential,
         signals=lambda name: SignalAction(targets, name),
-        restart=restart,
+        restart=strategy,
         fallback=fallback,
         recheck=recheck,
         own_rss=self_rss_bytes,

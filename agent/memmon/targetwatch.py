@@ -11,12 +11,13 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from memmon.actions.recycle import WorkerRecycle, advice
-from memmon.actions.restarting import Recheck
+from memmon.actions.restarting import Recheck, RestartStrategy
 from memmon.actions.runner import action_outcome
 from memmon.alerting.action_notices import ActionNotices
 from memmon.assembly import AgentParts, build_action_runner, build_evaluator, build_sampler, build_targets
@@ -63,8 +64,16 @@ class TargetWatch:
         judge_target: bool = True,
         judge_host: bool = True,
         named_logs: bool = False,
+        labels: Mapping[str, str] | None = None,
+        pod_reporter: Any = None,
+        restart: tuple[RestartStrategy | None, RestartStrategy | None] | None = None,
     ) -> None:
+        """``labels`` (node mode: namespace, pod, container) go on this target's series and alerts;
+        ``pod_reporter`` replaces the agent's (its own pod's) for this target; ``restart`` replaces the strategy
+        and fallback the settings would build (node mode: evicting this target's pod, behind the node's gate)."""
         self.name = name
+        self.labels: Mapping[str, str] = MappingProxyType(dict(labels or {}))
+        self.pod_reporter = pod_reporter if pod_reporter is not None else parts.pod_reporter
         self.named = named_logs
         """Whether this is one of several targets (its log lines and action results then carry its name)."""
         self.settings = settings
@@ -98,6 +107,7 @@ class TargetWatch:
             on_restart=self._restart_reported,
             on_result=self._action_done,
             worker_budget=self._worker_budget,
+            restart=restart,
         )
         self.leakwatch = LeakWatch(
             settings,
@@ -223,13 +233,14 @@ class TargetWatch:
                 a for a in transitions if a.state == "resolved" and a.severity == Level.EMERGENCY
             )
             if transitions:
+                transitions = self._labelled(transitions)
                 self.recorder.add_alerts(transitions)
                 self.alert_manager.publish(transitions)
             if evaluation.level == evaluation.previous_level:
                 self.level_log.checked(evaluation.level)
             else:
                 self._log_level_change(evaluation)
-                reporter = self.parts.pod_reporter
+                reporter = self.pod_reporter
                 if reporter is not None:
                     reason = actions_reason(evaluation)
                     task = asyncio.get_running_loop().create_task(
@@ -306,12 +317,25 @@ class TargetWatch:
         """Every action result: the target's processes are looked up afresh at the next check; people are told."""
         if self.process is not None and not result.detail.get("skipped"):
             self.process.refresh()
+        self.telemetry.target_actions.inc(self.name, result.action, action_outcome(result))
         self.notices.on_result(result, self.sampler.target_label)
 
     def _publish_notices(self, alerts: Sequence[Alert]) -> None:
         """Action notices go to the alert log and to the channels like any alert."""
+        alerts = self._labelled(alerts)
         self.recorder.add_alerts(alerts)
         self.alert_manager.publish(alerts)
+
+    def _labelled(self, alerts: Sequence[Alert]) -> tuple[Alert, ...]:
+        """The alerts with this target's ``labels`` in their metadata (Alertmanager labels them so)."""
+        if not self.labels:
+            return tuple(alerts)
+        return tuple(
+            alert
+            if alert.metadata.get("labels") == self.labels
+            else replace(alert, metadata=frozen_mapping({**alert.metadata, "labels": self.labels}))
+            for alert in alerts
+        )
 
     def _worker_budget(self, evaluation: Evaluation) -> int | None:
         """A server worker's budget in bytes: ``target.worker_budget_mb``, or the warning line's share per worker
@@ -348,7 +372,7 @@ class TargetWatch:
                 )
         if answered:
             self.recorder.add_alerts(answered)
-        reporter = self.parts.pod_reporter
+        reporter = self.pod_reporter
         if reporter is not None:
             outcome = "done" if result.success else f"failed: {result.error}"
             await reporter.restart_event(f"{result.action} {outcome}")

@@ -145,6 +145,12 @@ class Telemetry:
         """Delivery attempts by outcome: delivered, failed (will retry), rejected, dropped, ..."""
         self.handler_errors = LabeledCounter(("handler",))
         self.actions = LabeledCounter(("action", "outcome"))
+        self.target_actions = LabeledCounter(("target", "action", "outcome"))
+        """``actions`` per target (``memmon_target_actions_total``)."""
+        self.node_pods: dict[str, int] = {}
+        """Node mode: pods by state (watched, excluded, unknown), as of the latest roster view."""
+        self.kube_watch: dict[str, int] = {}
+        """Node mode: the pod watch's counters (lists, watches, events, bookmarks, relists, failures, bytes)."""
         self.cleanup_operations = LabeledCounter(())
         self.leaks_detected = LabeledCounter(())
         self.store_errors = LabeledCounter(("operation",))

@@ -1,4 +1,5 @@
-"""A strict stand-in for the Kubernetes API server, on 127.0.0.1: one pod, its annotations, Events, evictions.
+"""A strict stand-in for the Kubernetes API server, on 127.0.0.1: pods (listed and watched), their annotations,
+Events, evictions.
 
 It answers like kube-apiserver does and refuses what kube-apiserver would refuse, each time with a ``Status``
 object (kind Status, apiVersion v1, status Failure, message, reason, code): a missing or wrong bearer token
@@ -13,13 +14,31 @@ Event name used twice (409 AlreadyExists).
 Switches: ``pdb_blocks`` answers that many evictions with 429 TooManyRequests (a PodDisruptionBudget allows no
 disruption), with a ``Retry-After`` header; ``fail_next`` answers the next requests (after authentication) with
 these statuses. ``requests`` records each accepted request; ``answers`` every (method, path, status).
+
+Pods are kept by (namespace, name); the default pod shop/app-7d9f is always there at first. ``add_pod``,
+``update_pod`` and ``delete_pod`` bump one global resourceVersion (as etcd's revision) and record a watch event.
+``GET /api/v1/pods`` and ``/api/v1/namespaces/{ns}/pods`` list (a PodList whose ``metadata.resourceVersion`` is
+the current one) or, with ``watch=1``, watch as kube-apiserver does
+(https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes): a chunked 200
+stream of one JSON event per line after the given resourceVersion (with none or "0": ADDED for every current pod
+first); BOOKMARK events every ``bookmark_interval`` seconds when ``allowWatchBookmarks=true`` (an object with only
+``metadata.resourceVersion``); the stream ends after ``timeoutSeconds``. A resourceVersion older than
+``compacted_before`` (``compact()`` moves it to now) gets, like the watch cache does once a request is authorised,
+a 200 stream holding one ERROR event whose object is a Status with code 410, reason Expired, ``too old resource
+version: <rv> (<oldest>)`` (k8s.io/apiserver/pkg/storage/cacher: the error watcher), or HTTP 410 with
+``expired_as_http``. ``drop_after_events`` cuts every watch connection (no final chunk) after that many events.
+The only field selector served is ``spec.nodeName=<node>``; any other is refused with 400. ``watch_requests`` and
+``list_requests`` record the query strings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +49,7 @@ NAMESPACE = "shop"
 POD = "app-7d9f"
 POD_UID = "5d2c3a4e-9f1b-4c8e-a1d7-3b6f0e2c9a81"
 TOKEN = "standin-token-aaaa"
+NODE = "node-a"
 
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _REASONS = {
@@ -53,6 +73,13 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}
 _POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)$")
 _EVICTION_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/eviction$")
 _EVENTS_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
+_PODS_PATH = re.compile(r"^/api/v1(/namespaces/(?P<ns>[^/]+))?/pods$")
+_POD_FIELD_LABELS = (
+    "metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+    "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+    "status.nominatedNodeName",
+)  # fmt: skip
+"""The field labels kube-apiserver accepts for pods (pkg/registry/core/pod/strategy.go, PodToSelectableFields)."""
 
 
 class Refused(Exception):
@@ -92,6 +119,93 @@ def status_object(code: int, message: str, details: dict[str, Any] | None = None
     return status
 
 
+def make_pod(
+    namespace: str,
+    name: str,
+    uid: str,
+    node: str,
+    containers: list[tuple[str, str | None, str | None]],
+    annotations: dict[str, str] | None = None,
+    owner: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod object as kube-apiserver serves it: ``containers`` are (name, containerID such as
+    ``containerd://<64 hex>`` or None before it started, memory limit quantity or None); ``owner`` is
+    ``<Kind>/<name>`` of the controller (a ReplicaSet, StatefulSet, DaemonSet, Job or Node)."""
+    started = [container_id for _, container_id, _ in containers if container_id]
+    spec_containers = []
+    statuses = []
+    for container_name, container_id, limit in containers:
+        spec: dict[str, Any] = {
+            "name": container_name,
+            "image": f"registry.example/{container_name}:1",
+            "resources": {},
+            "terminationMessagePath": "/dev/termination-log",
+            "imagePullPolicy": "IfNotPresent",
+        }
+        if limit is not None:
+            spec["resources"] = {"limits": {"memory": limit}, "requests": {"memory": limit}}
+        spec_containers.append(spec)
+        status: dict[str, Any] = {
+            "name": container_name,
+            "image": f"registry.example/{container_name}:1",
+            "imageID": "",
+            "ready": container_id is not None,
+            "restartCount": 0,
+            "started": container_id is not None,
+        }
+        if container_id is not None:
+            status["containerID"] = container_id
+            status["imageID"] = f"registry.example/{container_name}@sha256:" + "ab" * 32
+            status["state"] = {"running": {"startedAt": "2024-01-15T10:00:00Z"}}
+        else:
+            status["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        statuses.append(status)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid,
+        "resourceVersion": "1",
+        "creationTimestamp": "2024-01-15T10:00:00Z",
+        "labels": dict(labels or {"app": name.rsplit("-", 1)[0]}),
+        "annotations": dict(annotations or {}),
+    }
+    if owner is not None:
+        kind, _, owner_name = owner.partition("/")
+        api_version = {"Node": "v1", "Job": "batch/v1"}.get(kind, "apps/v1")
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": api_version,
+                "kind": kind,
+                "name": owner_name,
+                "uid": f"owner-{owner_name}",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    all_limited = bool(containers) and all(limit is not None for _, _, limit in containers)
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": metadata,
+        "spec": {
+            "nodeName": node,
+            "containers": spec_containers,
+            "restartPolicy": "Always",
+            "schedulerName": "default-scheduler",
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 30,
+        },
+        "status": {
+            "phase": "Running" if containers and len(started) == len(containers) else "Pending",
+            "hostIP": "10.0.0.11",
+            "podIP": "10.244.1.17",
+            "qosClass": "Burstable" if all_limited else "BestEffort",
+            "containerStatuses": statuses,
+        },
+    }
+
+
 def valid_annotation_key(key: str) -> bool:
     """``[prefix/]name``: a DNS-subdomain prefix (<= 253) and a qualified name (<= 63)."""
     prefix, _, name = key.rpartition("/")
@@ -115,32 +229,55 @@ class KubeStandin:
     """Statuses to answer the next authenticated requests with, first first."""
     ssl_context: ssl.SSLContext | None = None
     """Serve HTTPS with this context (a server-side context holding a certificate) instead of plain HTTP."""
+    port: int = 0
+    """The port to listen on; 0 = a free one (``url`` tells which)."""
+    node: str = NODE
+    """The node the default pod is bound to."""
+    bookmark_interval: float = 1.0
+    """Seconds between BOOKMARK events on a watch that asked for them."""
+    drop_after_events: int | None = None
+    """Cut every watch connection (no final chunk) after this many events."""
+    compacted_before: int = 0
+    """Watches from an older resourceVersion are answered 410 Expired."""
+    expired_as_http: bool = False
+    """Answer an expired resourceVersion with HTTP 410 instead of an ERROR event in a 200 stream."""
+    default_watch_timeout: float = 60.0
+    """How long a watch without ``timeoutSeconds`` lasts (kube-apiserver picks 30-60 minutes)."""
     requests: list[Request] = field(default_factory=list)
     answers: list[tuple[str, str, int]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     evictions: list[dict[str, Any]] = field(default_factory=list)
+    watch_requests: list[dict[str, str]] = field(default_factory=list)
+    """The query of every watch request, first first."""
+    list_requests: list[dict[str, str]] = field(default_factory=list)
+    """The query of every list request, first first."""
+    bookmarks_sent: int = 0
+    watch_events_sent: int = 0
+    pods: dict[tuple[str, str], dict[str, Any]] = field(init=False)
+    """The pods by (namespace, name)."""
     pod: dict[str, Any] = field(init=False)
+    """The default pod (the one the sidecar-mode client acts on)."""
+    watch_log: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list, init=False)
+    """(resourceVersion, type, pod copy) of every change, oldest first."""
     _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
     _port: int = field(default=0, init=False, repr=False)
     _resource_version: int = field(default=1000, init=False, repr=False)
+    _wake: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _closing: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.pod = {
-            "kind": "Pod",
-            "apiVersion": "v1",
-            "metadata": {
-                "name": self.pod_name,
-                "namespace": self.namespace,
-                "uid": POD_UID,
-                "resourceVersion": str(self._resource_version),
-                "labels": {"app": "shop"},
-                "annotations": {"kubectl.kubernetes.io/default-container": "app"},
-            },
-            "spec": {
-                "containers": [{"name": "app", "image": "shop:1"}, {"name": "memmon", "image": "memmon:0.1"}]
-            },
-            "status": {"phase": "Running"},
-        }
+        self.pod = make_pod(
+            self.namespace,
+            self.pod_name,
+            POD_UID,
+            self.node,
+            [("app", "containerd://" + "a1" * 32, None), ("memmon", "containerd://" + "b2" * 32, None)],
+            annotations={"kubectl.kubernetes.io/default-container": "app"},
+            owner="ReplicaSet/app-7d9f0",
+            labels={"app": "shop"},
+        )
+        self.pod["metadata"]["resourceVersion"] = str(self._resource_version)
+        self.pods = {(self.namespace, self.pod_name): self.pod}
 
     # -- lifecycle
 
@@ -150,16 +287,19 @@ class KubeStandin:
         return f"{scheme}://127.0.0.1:{self._port}"
 
     async def start(self) -> KubeStandin:
+        self._closing = False
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
         return self
 
     async def stop(self) -> None:
+        self._closing = True
+        self._notify()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -179,6 +319,47 @@ class KubeStandin:
 
     def statuses(self) -> list[int]:
         return [status for _, _, status in self.answers]
+
+    @property
+    def resource_version(self) -> int:
+        """The current (global) resourceVersion."""
+        return self._resource_version
+
+    def add_pod(self, pod: dict[str, Any]) -> str:
+        """Create ``pod`` (see :func:`make_pod`); its new resourceVersion. A name taken raises ValueError."""
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if key in self.pods:
+            raise ValueError(f'pods "{key[1]}" already exists in namespace {key[0]}')
+        self.pods[key] = pod
+        return self._record("ADDED", pod)
+
+    def update_pod(self, namespace: str, name: str, mutate: Callable[[dict[str, Any]], object]) -> str:
+        """Change a pod in place with ``mutate(pod)``; its new resourceVersion (KeyError for an unknown pod)."""
+        pod = self.pods[(namespace, name)]
+        mutate(pod)
+        return self._record("MODIFIED", pod)
+
+    def delete_pod(self, namespace: str, name: str) -> str:
+        """Remove a pod; the resourceVersion of its deletion (KeyError for an unknown pod)."""
+        pod = self.pods.pop((namespace, name))
+        return self._record("DELETED", pod)
+
+    def compact(self) -> int:
+        """Forget the history: every resourceVersion older than the current one expires (410 on a watch)."""
+        self.compacted_before = self._resource_version
+        return self.compacted_before
+
+    def _record(self, kind: str, pod: dict[str, Any]) -> str:
+        version = self._bump()
+        pod["metadata"]["resourceVersion"] = version
+        self.watch_log.append((int(version), kind, copy.deepcopy(pod)))
+        self._notify()
+        return version
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.set()
 
     # -- the server
 
@@ -222,6 +403,9 @@ class KubeStandin:
                 self.requests.append(Request(method, path, None, None, token))
                 return web.json_response(pod)
             return await self._patch(request, token, pod)
+        if match := _PODS_PATH.match(path):
+            self._allow(method, "GET")
+            return await self._pods_collection(request, match["ns"])
         if match := _EVENTS_PATH.match(path):
             self._allow(method, "GET", "POST")
             if method == "GET":
@@ -231,15 +415,143 @@ class KubeStandin:
             return await self._create_event(request, token, match["ns"])
         raise Refused(404, "the server could not find the requested resource")
 
+    # -- list and watch
+
+    @staticmethod
+    def _node_selector(selector: str) -> str | None:
+        """The node of ``spec.nodeName=<node>``; None for no selector; 400 for any other selector."""
+        if not selector:
+            return None
+        label, operator, value = re.split(r"(==|!=|=)", selector, maxsplit=1) if "=" in selector else (
+            selector, "", "")  # fmt: skip
+        if label not in _POD_FIELD_LABELS:
+            raise Refused(400, f"field label not supported: {label}")
+        if label != "spec.nodeName" or operator not in ("=", "==") or "," in value:
+            raise Refused(
+                400, f"stand-in: only the field selector spec.nodeName=<node> is served, not {selector!r}"
+            )
+        return value
+
+    def _matches(self, pod: dict[str, Any], namespace: str | None, node: str | None) -> bool:
+        return (namespace is None or pod["metadata"]["namespace"] == namespace) and (
+            node is None or pod["spec"].get("nodeName") == node
+        )
+
+    async def _pods_collection(self, request: web.Request, namespace: str | None) -> web.StreamResponse:
+        query = dict(request.query)
+        node = self._node_selector(query.get("fieldSelector", ""))
+        if query.get("watch") in ("1", "true"):
+            return await self._watch(request, query, namespace, node)
+        self.list_requests.append(query)
+        items = []
+        for key in sorted(self.pods):
+            pod = self.pods[key]
+            if self._matches(pod, namespace, node):
+                item = copy.deepcopy(pod)
+                item.pop("kind", None)  # a list's items carry no kind/apiVersion of their own
+                item.pop("apiVersion", None)
+                items.append(item)
+        return web.json_response(
+            {
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self._resource_version)},
+                "items": items,
+            }
+        )
+
+    async def _watch(
+        self, request: web.Request, query: dict[str, str], namespace: str | None, node: str | None
+    ) -> web.StreamResponse:
+        self.watch_requests.append(query)
+        try:
+            timeout = (
+                float(query["timeoutSeconds"]) if "timeoutSeconds" in query else self.default_watch_timeout
+            )
+        except ValueError:
+            raise Refused(400, f"timeoutSeconds: Invalid value: {query['timeoutSeconds']!r}") from None
+        text = query.get("resourceVersion", "")
+        since: int | None = None
+        if text not in ("", "0"):
+            try:
+                since = int(text)
+            except ValueError:
+                raise Refused(400, f"resourceVersion: Invalid value: {text!r}: must be an integer") from None
+        expired = since is not None and since < self.compacted_before
+        if expired and self.expired_as_http:
+            raise Refused(410, f"too old resource version: {since} ({self.compacted_before - 1})")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+
+        async def send(kind: str, obj: dict[str, Any]) -> None:
+            line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n"
+            await response.write(line.encode())
+
+        if expired:
+            status = status_object(410, f"too old resource version: {since} ({self.compacted_before - 1})")
+            await send("ERROR", status)
+            await response.write_eof()
+            return response
+        if since is not None and since > self._resource_version:
+            await send("ERROR", status_object(504, f"Too large resource version: {since}, current: "
+                                                   f"{self._resource_version}"))  # fmt: skip
+            await response.write_eof()
+            return response
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        next_bookmark = loop.time() + self.bookmark_interval
+        bookmarks = query.get("allowWatchBookmarks") == "true"
+        sent = 0
+        if since is None:  # no resourceVersion, or "0": the current state as ADDED events first
+            since = self._resource_version
+            for key in sorted(self.pods):
+                if self._matches(self.pods[key], namespace, node):
+                    await send("ADDED", copy.deepcopy(self.pods[key]))
+        cursor = since
+        while not self._closing:
+            wake = self._wake = self._wake or asyncio.Event()
+            for version, kind, pod in [entry for entry in self.watch_log if entry[0] > cursor]:
+                cursor = version
+                if not self._matches(pod, namespace, node):
+                    continue
+                await send(kind, pod)
+                sent += 1
+                self.watch_events_sent += 1
+                if self.drop_after_events is not None and sent >= self.drop_after_events:
+                    assert request.transport is not None
+                    request.transport.close()  # a dropped connection: the chunked body never ends
+                    return response
+            now = loop.time()
+            if now >= deadline:
+                break
+            if any(entry[0] > cursor for entry in self.watch_log):
+                continue  # changes came while writing: send them before any bookmark
+            if bookmarks and now >= next_bookmark:
+                cursor = max(cursor, self._resource_version)
+                await send("BOOKMARK", {"kind": "Pod", "apiVersion": "v1",
+                                        "metadata": {"resourceVersion": str(cursor)}})  # fmt: skip
+                self.bookmarks_sent += 1
+                next_bookmark = now + self.bookmark_interval
+            until = min(deadline, next_bookmark) if bookmarks else deadline
+            try:
+                async with asyncio.timeout(max(0.0, until - now)):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+        await response.write_eof()
+        return response
+
     @staticmethod
     def _allow(method: str, *allowed: str) -> None:
         if method not in allowed:
             raise Refused(405, f"the server does not allow this method on the requested resource ({method})")
 
     def _find_pod(self, namespace: str, name: str) -> dict[str, Any]:
-        if namespace != self.namespace or name != self.pod_name:
+        pod = self.pods.get((namespace, name))
+        if pod is None:
             raise Refused(404, f'pods "{name}" not found', details={"name": name, "kind": "pods"})
-        return self.pod
+        return pod
 
     @staticmethod
     async def _json_body(request: web.Request, accepted: tuple[str, ...]) -> Any:
@@ -272,7 +584,8 @@ class KubeStandin:
         for key, value in changes.items():
             if not valid_annotation_key(key):
                 raise Refused(
-                    422, f'Pod "{self.pod_name}" is invalid: metadata.annotations: Invalid value: "{key}"'
+                    422,
+                    f'Pod "{pod["metadata"]["name"]}" is invalid: metadata.annotations: Invalid value: "{key}"',
                 )
             if value is not None and not isinstance(value, str):
                 raise Refused(
@@ -284,7 +597,7 @@ class KubeStandin:
                 annotations.pop(key, None)
             else:
                 annotations[key] = value
-        pod["metadata"]["resourceVersion"] = self._bump()
+        self._record("MODIFIED", pod)
         self.requests.append(Request(request.method, request.path, request.content_type, body, token))
         return web.json_response(pod)
 
@@ -319,7 +632,12 @@ class KubeStandin:
                     "retryAfterSeconds": self.retry_after,
                 },
             )
-        pod["metadata"].setdefault("deletionTimestamp", "2024-01-15T10:30:00Z")
+        if "deletionTimestamp" not in pod["metadata"]:
+            # The eviction deletes the pod gracefully: a MODIFIED event with deletionTimestamp (the DELETED one
+            # comes when the kubelet has stopped it, which tests play with delete_pod).
+            pod["metadata"]["deletionTimestamp"] = "2024-01-15T10:30:00Z"
+            pod["metadata"]["deletionGracePeriodSeconds"] = 30
+            self._record("MODIFIED", pod)
         self.evictions.append(body)
         self.requests.append(Request(request.method, request.path, request.content_type, body, token))
         return web.json_response(
@@ -366,13 +684,16 @@ class KubeStandin:
         involved = body.get("involvedObject")
         if not isinstance(involved, dict):
             return ["involvedObject: Required value"]
-        expected = {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": self.pod_name}
+        expected = {"kind": "Pod", "apiVersion": "v1", "namespace": namespace}
         for key, value in expected.items():
             if involved.get(key) != value:
                 problems.append(
                     f"involvedObject.{key}: Invalid value: {involved.get(key)!r} (expected {value!r})"
                 )
-        if "uid" in involved and involved["uid"] != self.pod["metadata"]["uid"]:
+        pod = self.pods.get((namespace, str(involved.get("name"))))
+        if pod is None:
+            problems.append(f"involvedObject.name: Invalid value: {involved.get('name')!r} is not a pod here")
+        elif "uid" in involved and involved["uid"] != pod["metadata"]["uid"]:
             problems.append(f"involvedObject.uid: Invalid value: {involved['uid']!r} is not the pod's uid")
         if not isinstance(body.get("reason"), str) or not body["reason"]:
             problems.append("reason: Required value")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,14 @@ class RunningAgent:
 
 @contextlib.contextmanager
 def running_agent(
-    args: Sequence[str], *, config: dict[str, Any] | None = None, start_timeout: float = 20.0
+    args: Sequence[str],
+    *,
+    config: dict[str, Any] | None = None,
+    start_timeout: float = 20.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningAgent]:
-    """Start memmon with ``args`` (and ``config`` as its --config file), wait until /health answers, stop it with
-    SIGTERM on the way out (its log is then in ``agent.log``)."""
+    """Start memmon with ``args`` (and ``config`` as its --config file, ``env`` added to its environment), wait
+    until /health answers, stop it with SIGTERM on the way out (its log is then in ``agent.log``)."""
     with tempfile.TemporaryDirectory(prefix="memmon-prefork-") as state:
         port = free_port()
         argv = [sys.executable, "-m", "memmon", *args, "--health-port", str(port), "--prometheus-port", "0"]
@@ -65,7 +70,8 @@ def running_agent(
         # A file, not a pipe: a pipe nobody reads fills up and then blocks memmon's logging (and its loop).
         log_path = Path(state) / "memmon.log"
         with log_path.open("wb") as log_file:
-            process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+            environ = {**os.environ, **env} if env else None
+            process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
         agent = RunningAgent(process, port)
         try:
             deadline = time.monotonic() + start_timeout

@@ -54,8 +54,14 @@ class PodReporter:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        annotate: bool = True,
+        subject: str | None = None,
     ) -> None:
+        """``annotate=False`` emits the Events only (node mode: a pod's containers share its annotations, which
+        the pod's own target sets); ``subject`` starts each Event message (``container app: ``)."""
         self.client = client
+        self.annotate = annotate
+        self.prefix = f"{subject}: " if subject else ""
         self.clock = clock
         self.sleep = sleep
         self.failures = 0
@@ -75,13 +81,15 @@ class PodReporter:
             ANNOTATION_SINCE: since,
             ANNOTATION_REASON: one_line(reason, REASON_ANNOTATION_CHARS),
         }
-        annotated = await self._call("annotate the pod", lambda: self.client.annotate_pod(annotations))
+        annotated = True
+        if self.annotate:
+            annotated = await self._call("annotate the pod", lambda: self.client.annotate_pod(annotations))
         if level == previous:
             return annotated
         if level == Level.OK:
-            message = f"Memory recovered: {previous.label} -> ok. {reason}"
+            message = f"{self.prefix}Memory recovered: {previous.label} -> ok. {reason}"
         else:
-            message = f"Memory level {previous.label} -> {level.label}. {reason}"
+            message = f"{self.prefix}Memory level {previous.label} -> {level.label}. {reason}"
         event_type = "Normal" if level == Level.OK else "Warning"
         name = self.client.new_event_name()
         emitted = await self._call(
@@ -95,7 +103,17 @@ class PodReporter:
         name = self.client.new_event_name()
         return await self._call(
             "emit the GracefulRestart event",
-            lambda: self.client.create_event(RESTART_EVENT_REASON, message, type="Warning", name=name),
+            lambda: self.client.create_event(
+                RESTART_EVENT_REASON, self.prefix + message, type="Warning", name=name
+            ),
+        )
+
+    async def warning_event(self, reason: str, message: str) -> bool:
+        """A Warning Event with ``reason`` (``MemmonBadAnnotation``...) on the pod; True when it was created."""
+        name = self.client.new_event_name()
+        return await self._call(
+            f"emit the {reason} event",
+            lambda: self.client.create_event(reason, self.prefix + message, type="Warning", name=name),
         )
 
     async def _call(self, what: str, call: Callable[[], Awaitable[None]]) -> bool:

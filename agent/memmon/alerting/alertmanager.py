@@ -29,7 +29,7 @@ Annotations: ``summary`` (the alert's message), ``description``, ``memory_usage_
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memmon.alerting.channel import Delivery, Receipt
@@ -92,13 +92,19 @@ class AlertmanagerChannel:
     def labels(self, alert: Alert) -> dict[str, str]:
         """The identifying labels of ``alert``."""
         alertname = alert.metadata.get("alertname")
-        return {
+        labels = {
             "alertname": alertname if isinstance(alertname, str) and alertname else ALERTNAME,
             "severity": alert.severity.label,
             "component": alert.component,
             "target": alert.target,
             "instance": self.instance,
         }
+        # Node mode: the Kubernetes identity of the target (namespace, pod, container), as Prometheus' own rules
+        # label pod alerts, so one Alertmanager route serves both.
+        extra = alert.metadata.get("labels")
+        if isinstance(extra, Mapping):
+            labels.update({str(k): str(v) for k, v in extra.items() if k not in labels})
+        return labels
 
     def postable(
         self,

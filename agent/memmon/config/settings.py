@@ -34,6 +34,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from memmon.config.actions import SERVER_PRESETS, AutoResponseSettings
 from memmon.config.file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
+from memmon.config.node import NodeSettings
 from memmon.config.rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
 from memmon.config.sections import (
     LOAD_ENVIRON,
@@ -196,6 +197,8 @@ class Settings(RuleChecked, BaseSettings):
     targets: list[TargetEntry] = Field(default_factory=list)
     """Several targets in one agent, each with its own overrides (see ``memmon.config.targets``); empty = the one
     ``target``."""
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    """Kubernetes node mode: every pod and container of the node as a target (see the ``node`` section)."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """The health/API server."""
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -260,6 +263,17 @@ class Settings(RuleChecked, BaseSettings):
             )
             message = "same port as monitoring.prometheus_port"
             problems.append(problem(message, at="server.health_port", got=port, expected=expected))
+        if self.node.enabled and not unsure("node.enabled"):
+            for section in ("target", "targets"):
+                if section in self.model_fields_set and getattr(self, section) and not unsure(section):
+                    problems.append(
+                        problem(
+                            "cannot be combined with node mode",
+                            at=section,
+                            expected="node.enabled: false, or no target/targets (node mode finds the pods)",
+                        )
+                    )
+            return problems
         if not self.targets:
             return problems + self._restart_problems(unsure)
         if self.target.model_fields_set and not unsure("target"):
@@ -351,7 +365,7 @@ class Settings(RuleChecked, BaseSettings):
     @property
     def multi_target(self) -> bool:
         """Whether ``targets`` lists the targets (the host is then judged once, on its own, as ``host``)."""
-        return bool(self.targets)
+        return bool(self.targets) or self.node.enabled
 
     def for_target(self, entry: TargetEntry) -> Settings:
         """These settings as one target sees them: its ``target`` section, and its thresholds, auto_response and

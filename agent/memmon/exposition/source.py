@@ -6,7 +6,7 @@ wiring module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from memmon.alerting.channel import Receipt
@@ -21,6 +21,8 @@ class TargetView(Protocol):
 
     name: str
     latest: Evaluation | None
+    labels: Mapping[str, str]
+    """Labels after ``target`` on its series (node mode: namespace, pod, container); empty otherwise."""
 
     @property
     def level(self) -> Level: ...

@@ -20,10 +20,11 @@ Connection refused, DNS failures, resets and timeouts are ``retryable``; a faile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -88,6 +89,37 @@ class HttpAnswer:
     def excerpt(self, text: str | None = None, limit: int = 200) -> str:
         """``text`` (default: the body) on one line, scrubbed, at most ``limit`` characters (cut with ``…``)."""
         return one_line(self.redact(self.text if text is None else text), limit)
+
+
+@dataclass(frozen=True)
+class HttpStream:
+    """An answer whose body is read as it arrives (a Kubernetes watch): its status, headers and body chunks."""
+
+    status: int
+    headers: Mapping[str, str]
+    where: str
+    """``scheme://host:port`` of the server."""
+    content: aiohttp.StreamReader = field(repr=False, compare=False)
+    read_timeout: float | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, until the server ends it; :class:`HttpFailure` when the connection
+        drops before the end (``dropped``) or no byte came for ``read_timeout`` seconds."""
+        try:
+            async for chunk in self.content.iter_any():
+                yield chunk
+        except TimeoutError:
+            raise HttpFailure(f"{self.where}: no data for {self.read_timeout:g}s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # ClientPayloadError: the chunked body ended without its last chunk (the connection dropped).
+            raise HttpFailure(f"{self.where}: connection dropped ({type(exc).__name__})") from None
+
+    async def text(self, limit: int = ANSWER_BYTES) -> str:
+        """The start of the body (an error answer's Status object); "" when it cannot be read."""
+        try:
+            return _decode(await self.content.read(limit), None)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return ""
 
 
 def one_line(text: str, limit: int) -> str:
@@ -210,6 +242,46 @@ class HttpClient:
         except (aiohttp.ClientError, OSError) as exc:
             # Disconnects, resets, malformed answers: the next attempt may well succeed.
             raise HttpFailure(f"{where}: {type(exc).__name__}") from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float,
+        read_timeout: float | None,
+    ) -> AsyncIterator[HttpStream]:
+        """One request whose answer is read as it arrives (no redirects followed, no overall time limit).
+
+        ``connect_timeout`` bounds connecting and ``read_timeout`` every wait for data (headers or body); the
+        connection is closed on leaving the block unless the body was read to its end. A failure to connect or
+        to get the headers raises :class:`HttpFailure`, like :meth:`request`.
+        """
+        where = redact_url(url)
+        session = self._session_for_loop()
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        try:
+            response = await session.request(
+                method, url, headers=dict(headers or {}), timeout=timeout, allow_redirects=False
+            )
+        except TimeoutError:
+            raise HttpFailure(f"{where}: timed out") from None
+        except aiohttp.ClientConnectorError as exc:
+            tls = isinstance(exc, aiohttp.ClientSSLError)
+            raise HttpFailure(f"{where}: {_connect_reason(exc)}", tls=tls) from None
+        except aiohttp.InvalidURL:
+            raise HttpFailure(f"invalid URL {where}", retryable=False) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise HttpFailure(f"{where}: {type(exc).__name__}") from None
+        try:
+            yield HttpStream(response.status, response.headers, where, response.content, read_timeout)
+        finally:
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()  # a half-read stream cannot go back to the pool
 
     async def close(self) -> None:
         """Close the session (idempotent; a later request opens a new one)."""

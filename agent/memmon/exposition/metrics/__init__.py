@@ -25,7 +25,7 @@ from prometheus_client.exposition import gzip_accepted
 from prometheus_client.registry import Collector
 
 from memmon.exposition.metrics.actions import action_family
-from memmon.exposition.metrics.agent import agent_families
+from memmon.exposition.metrics.agent import agent_families, node_families
 from memmon.exposition.metrics.alerting import alerting_families
 from memmon.exposition.metrics.compat import compatibility_families
 from memmon.exposition.metrics.families import merged
@@ -77,6 +77,7 @@ class MemmonCollector(Collector):
         targets = target_views(monitor)
         yield from compatibility_families(telemetry, targets[0] if targets else None)
         yield from agent_families(telemetry, monitor.started_at)
+        yield from node_families(telemetry)
         yield action_family(telemetry.actions)
         yield from alerting_families(telemetry, monitor.alert_channels())
         yield from target_families(targets)

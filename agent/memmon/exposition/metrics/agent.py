@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from memmon import __version__
 from memmon.exposition.metrics.families import counter, histogram
@@ -34,3 +34,20 @@ def agent_families(telemetry: Telemetry, started_at: float | None) -> Iterator[M
         telemetry.memory_events,
         expected=[(kind,) for kind in MEMORY_EVENT_KINDS],
     )
+
+
+def node_families(telemetry: Telemetry) -> Iterator[Metric]:
+    """Node mode only: ``memmon_node_pods{state}`` (watched, excluded, unknown) and the pod watch's counters
+    (``memmon_kubernetes_watch_<what>_total``: lists, watches, events, bookmarks, relists, failures, bytes)."""
+    if telemetry.node_pods:
+        pods = GaugeMetricFamily("memmon_node_pods", "Pods of the node by state.", labels=["state"])
+        for state, count in sorted(telemetry.node_pods.items()):
+            pods.add_metric([state], count)
+        yield pods
+    for what, count in sorted(telemetry.kube_watch.items()):
+        doc = (
+            f"The pod watch's {what} (received from the API server)"
+            if what == "bytes"
+            else f"Pod watch {what}."
+        )
+        yield CounterMetricFamily(f"memmon_kubernetes_watch_{what}", doc, value=count)

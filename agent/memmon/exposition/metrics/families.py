@@ -48,16 +48,18 @@ class TargetSeries:
     does not.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, labels: Mapping[str, str] | None = None) -> None:
+        """``labels`` (node mode: namespace, pod, container) follow ``target`` on every series of this target."""
         self.target = target
+        self.extra: dict[str, str] = {TARGET_LABEL: target, **(labels or {})}
 
     def gauges(
         self, name: str, doc: str, labels: Sequence[str], series: Iterable[tuple[Sequence[str], float]]
     ) -> GaugeMetricFamily:
         """A gauge family with one series per ``(label values, value)`` (none at all is a valid family)."""
-        family = GaugeMetricFamily(name, doc, labels=[TARGET_LABEL, *labels])
+        family = GaugeMetricFamily(name, doc, labels=[*self.extra, *labels])
         for values, value in series:
-            family.add_metric([self.target, *values], value)
+            family.add_metric([*self.extra.values(), *values], value)
         return family
 
     def gauge(self, name: str, doc: str, value: float | None, **labels: str) -> Iterator[Metric]:
@@ -68,15 +70,15 @@ class TargetSeries:
     def count(self, name: str, doc: str, value: float | None) -> Iterator[Metric]:
         """One counter series read from the kernel or the runtime; no family when ``value`` is None."""
         if value is not None:
-            family = CounterMetricFamily(name, doc, labels=[TARGET_LABEL])
-            family.add_metric([self.target], value)
+            family = CounterMetricFamily(name, doc, labels=list(self.extra))
+            family.add_metric(list(self.extra.values()), value)
             yield family
 
     def counter(
         self, name: str, doc: str, counts: LabeledCounter, expected: Iterable[tuple[str, ...]] = ()
     ) -> Metric:
         """:func:`counter` with the target's label in front."""
-        return counter(name, doc, counts, {TARGET_LABEL: self.target}, expected)
+        return counter(name, doc, counts, self.extra, expected)
 
 
 def merged(families: Iterable[Metric]) -> list[Metric]:

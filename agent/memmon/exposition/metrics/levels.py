@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 from prometheus_client.core import Metric
 
+from memmon.exposition.metrics.families import seen_by_known
 from memmon.exposition.metrics.view import TargetView
 from memmon.model import ALERT_LEVELS
+from memmon.telemetry import ACTION_OUTCOMES
 
 
 def alert_families(target: TargetView) -> Iterator[Metric]:
@@ -18,6 +20,11 @@ def alert_families(target: TargetView) -> Iterator[Metric]:
     known = [(level.label, status.component) for level in ALERT_LEVELS for status in target.latest.components]
     yield series.counter("memmon_alerts", "Alerts fired.", target.alerts_fired, known)
     yield series.counter("memmon_alerts_resolved", "Alerts resolved.", target.alerts_resolved, known)
+    if target.actions is not None:
+        seen = seen_by_known(target.actions, ACTION_OUTCOMES)
+        yield series.counter(
+            "memmon_target_actions", "Actions run on this target, by outcome.", target.actions, seen
+        )
 
 
 def level_families(target: TargetView) -> Iterator[Metric]:

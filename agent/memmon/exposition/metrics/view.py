@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from memmon.exposition.metrics.families import TargetSeries
 from memmon.exposition.source import MonitorView
@@ -22,6 +23,10 @@ class TargetView:
     alerts_fired: LabeledCounter
     """Alerts fired, by ``(severity, component)``."""
     alerts_resolved: LabeledCounter
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels after ``target`` on its series (node mode: namespace, pod, container)."""
+    actions: LabeledCounter | None = None
+    """This target's actions by ``(action, outcome)``; None for a single target (``memmon_actions_total`` is it)."""
 
     @property
     def name(self) -> str:
@@ -31,7 +36,7 @@ class TargetView:
     @property
     def series(self) -> TargetSeries:
         """The builder of this target's families."""
-        return TargetSeries(self.name)
+        return TargetSeries(self.name, self.labels)
 
 
 def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
@@ -43,6 +48,7 @@ def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
     # Grouped once per scrape: slicing the per-target counters target by target would be O(targets²).
     fired = {} if single else telemetry.target_alerts_fired.by_first_label()
     resolved = {} if single else telemetry.target_alerts_resolved.by_first_label()
+    actions = {} if single else telemetry.target_actions.by_first_label()
     empty = LabeledCounter(telemetry.alerts_fired.label_names)
     views = []
     for watch in watches:
@@ -58,6 +64,8 @@ def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
                 degraded=monitor.degraded if single else watch.degraded,
                 alerts_fired=telemetry.alerts_fired if single else fired.get(name, empty),
                 alerts_resolved=telemetry.alerts_resolved if single else resolved.get(name, empty),
+                labels=watch.labels,
+                actions=None if single else actions.get(name, LabeledCounter(telemetry.actions.label_names)),
             )
         )
     return tuple(views)
