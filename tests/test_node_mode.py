@@ -21,6 +21,7 @@ import pytest
 from tests.actions.kube_standin import KubeStandin, make_pod
 from tests.cgroups import V1_MEMORY
 from tests.prefork.agent import RunningAgent, running_agent
+from tests.prefork.servers import free_port
 from tests.test_cgroup_alerts import Grower
 
 PODS = 20
@@ -47,12 +48,13 @@ class Node:
     """A kubepods tree (cgroupfs driver names) of real v1 memory cgroups: ``PODS`` burstable pods, each with a
     sandbox and one container ``app`` (256 MiB) holding a process."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int = PODS) -> None:
+        self.count = count
         if os.geteuid() != 0 or not os.access(V1_MEMORY, os.W_OK):
             pytest.skip("creating v1 memory cgroups needs root and a writable v1 memory hierarchy")
         self.root = V1_MEMORY / f"memmon-node-{uuid.uuid4().hex[:10]}"
-        self.uids = [str(uuid.UUID(int=index + 1 + (uuid.uuid4().int >> 64 << 64))) for index in range(PODS)]
-        self.container_ids = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(PODS)]
+        self.uids = [str(uuid.UUID(int=index + 1 + (uuid.uuid4().int >> 64 << 64))) for index in range(count)]
+        self.container_ids = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(count)]
         self.directories: list[Path] = []
         self.sleepers: list[subprocess.Popen[bytes]] = []
 
@@ -69,7 +71,7 @@ class Node:
         for directory in (self.root, self.root / "kubepods", self.root / "kubepods" / "burstable"):
             directory.mkdir()
             self.directories.append(directory)
-        for index in range(PODS):
+        for index in range(self.count):
             pod = self.pod_dir(index)
             sandbox = pod / (uuid.uuid4().hex * 2)
             for directory in (pod, sandbox, self.container_dir(index)):
@@ -96,7 +98,7 @@ class Node:
                 [("app", f"containerd://{self.container_ids[index]}", "256Mi")],
                 owner="ReplicaSet/web-7d9",
             )
-            for index in range(PODS)
+            for index in range(self.count)
         ]
 
     def remove(self) -> None:
@@ -116,9 +118,9 @@ class Node:
 
 
 @contextlib.contextmanager
-def node_tree() -> Iterator[Node]:
-    """A fresh node tree, removed afterwards."""
-    node = Node()
+def node_tree(count: int = PODS) -> Iterator[Node]:
+    """A fresh node tree of ``count`` pods, removed afterwards."""
+    node = Node(count)
     try:
         node.make()
         yield node
@@ -140,12 +142,18 @@ def standin(pods: list[dict[str, Any]]) -> Iterator[KubeStandin]:
             api.add_pod(pod)
 
     asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    api.call = lambda fn, *args: asyncio.run_coroutine_threadsafe(_called(fn, *args), loop).result(10)  # type: ignore[attr-defined]
     try:
         yield api
     finally:
         asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+async def _called(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on the stand-in's loop (its watchers are woken there)."""
+    return fn(*args)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -162,12 +170,14 @@ def statuses(agent: RunningAgent) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def node_agent(node: Node, api: KubeStandin, tmp_path: Path, restart: str) -> Iterator[RunningAgent]:
-    """memmon in node mode over ``node``'s tree, naming pods from ``api``; waits until all 20 pods are ok."""
+def node_agent(
+    node: Node, api: KubeStandin, tmp_path: Path, restart: str, forget_after: float = 300
+) -> Iterator[RunningAgent]:
+    """memmon in node mode over ``node``'s tree, naming pods from ``api``; waits until every pod is ok."""
     token = tmp_path / "token"
     token.write_text(api.token)
     config = {
-        "monitoring": {"check_interval": 0.2},
+        "monitoring": {"check_interval": 0.2, "forget_missing_targets_seconds": forget_after},
         "thresholds": THRESHOLDS,
         "auto_response": {
             "emergency_actions": {"graceful_restart": {"grace_seconds": 5, "cooldown_seconds": 30}}
@@ -181,7 +191,8 @@ def node_agent(node: Node, api: KubeStandin, tmp_path: Path, restart: str) -> It
         "POD_NAME": "memmon-x",
     }
     with running_agent([], config=config, env=env) as agent:
-        expected = {f"shop/web-{i}" for i in range(PODS)} | {f"shop/web-{i}/app" for i in range(PODS)}
+        pods = range(node.count)
+        expected = {f"shop/web-{i}" for i in pods} | {f"shop/web-{i}/app" for i in pods}
         wait_until(
             lambda: (
                 expected <= set(statuses(agent)) and all(statuses(agent)[name] == "ok" for name in expected)
@@ -258,3 +269,59 @@ def test_signal_restart_ends_the_leaking_container_process_alone(tmp_path: Path)
                 assert all(sleeper.poll() is None for sleeper in node.sleepers)
         finally:
             grower.stop()
+
+
+def test_pods_come_and_go_and_a_wrong_annotation_is_one_event_on_its_pod(tmp_path: Path) -> None:
+    """A wrong memmon.io annotation is one MemmonBadAnnotation Event on that pod naming the key and what is
+    expected; a pod annotated memmon.io/watch "false" leaves the targets; a deleted pod (API and cgroups) is
+    reported missing, then forgotten."""
+    with node_tree(3) as node:
+        pods = node.pods()
+        pods[0]["metadata"]["annotations"] = {"memmon.io/restart": "reboot"}
+        with standin(pods) as api, node_agent(node, api, tmp_path, "evict", forget_after=2) as agent:
+            wait_until(lambda: bool(api.events), timeout=15, what="the bad annotation's Event")
+            event = api.events[0]
+            assert event["reason"] == "MemmonBadAnnotation" and event["involvedObject"]["name"] == "web-0"
+            assert (
+                "memmon.io/restart='reboot'" in event["message"]
+                and "evict, signal or none" in event["message"]
+            )
+
+            def opt_out(pod: dict[str, Any]) -> None:
+                pod["metadata"]["annotations"] = {"memmon.io/watch": "false"}
+
+            api.call(api.update_pod, "shop", "web-1", opt_out)  # type: ignore[attr-defined]
+            wait_until(
+                lambda: "shop/web-1" not in statuses(agent), timeout=15, what="web-1 no longer watched"
+            )
+            assert "shop/web-1/app" not in statuses(agent)
+            api.call(api.delete_pod, "shop", "web-2")  # type: ignore[attr-defined]
+            for sleeper in node.sleepers[1:]:
+                sleeper.kill()
+                sleeper.wait()
+            for directory in (node.container_dir(2), *node.pod_dir(2).iterdir(), node.pod_dir(2)):
+                if directory.is_dir():
+                    directory.rmdir()
+            wait_until(lambda: "shop/web-2" not in statuses(agent), timeout=20, what="web-2 forgotten")
+            assert "shop/web-2/app" not in statuses(agent)
+            assert [e["reason"] for e in api.events] == ["MemmonBadAnnotation"]
+
+
+def test_an_unreachable_api_server_leaves_every_pod_watched_by_uid(tmp_path: Path) -> None:
+    """No API server answering: each pod cgroup is a target pod-<uid> (judged, never evicted), /health answers,
+    and memmon keeps trying."""
+    with node_tree(2) as node:
+        token = tmp_path / "token"
+        token.write_text("t")
+        config = {"node": {"enabled": True, "name": NODE, "cgroup_root": str(node.root)}}
+        closed = f"http://127.0.0.1:{free_port()}"
+        env = {
+            "MEMMON_KUBE_API": closed,
+            "MEMMON_KUBE_TOKEN_FILE": str(token),
+            "POD_NAMESPACE": "m",
+            "POD_NAME": "m",
+        }
+        with running_agent(["--check-interval", "0.2"], config=config, env=env) as agent:
+            expected = {f"pod-{uid}" for uid in node.uids}
+            wait_until(lambda: expected <= set(statuses(agent)), timeout=20, what="pods watched by uid")
+            assert agent.get("/health")["status"] == "healthy"

@@ -80,6 +80,13 @@ def run_parser() -> argparse.ArgumentParser:
         help="the target is a pre-fork server (--pid names its master, or --match/--cgroup/--unit): workers are "
         "found by process tree and recycled one at a time",
     )
+    add(
+        "--node",
+        action="store_true",
+        default=None,
+        help="Kubernetes node mode: watch every pod and container of this node (see node.* in the README)",
+    )
+    add("--node-name", help="the node's name (default: the NODE_NAME environment variable)")
     add("--dry-run", action="store_true", default=None, help="decide and log actions, do nothing")
     return parser
 
@@ -97,6 +104,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "check_interval": ("monitoring", "check_interval"),
         "server": ("target", "server"),
         "dry_run": ("auto_response", "dry_run"),
+        "node": ("node", "enabled"),
+        "node_name": ("node", "name"),
     }
     overrides: dict[str, dict[str, Any]] = {}
     for attribute, (section, key) in mapping.items():

@@ -135,6 +135,19 @@ def summaries(settings: Settings) -> list[str]:
     target's lines as :func:`summary` gives them."""
     if not settings.multi_target:
         return summary(settings, cgroup_limit(settings))
+    node = settings.node
+    if node.enabled:
+        chosen = {"all": "every pod", "annotated": 'pods annotated memmon.io/watch: "true"'}.get(
+            node.select, "the pods of " + ", ".join(node.namespaces)
+        )
+        excluded = (
+            f" except namespaces {', '.join(node.exclude_namespaces)}" if node.exclude_namespaces else ""
+        )
+        return [
+            f"node mode on {node.node_name()}: {chosen}{excluded} (cgroups under {node.cgroup_root})"
+            + (", and each container" if node.containers else ""),
+            f"restart at emergency: {node.restart}; at most {node.max_restarts_per_hour} restarts an hour on this node",
+        ]
     lines = [f"{len(settings.targets)} target entries; the host is judged once, as target 'host'"]
     for entry in settings.targets:
         own = settings.for_target(entry)

@@ -31,7 +31,7 @@ from memmon.kits.kubeconfig import KubeConfig, why_not_in_cluster
 from memmon.kits.kubernetes_client import KubernetesClient
 from memmon.kits.pod_watch import PodInfo, PodWatch
 from memmon.noderoster import NodeRoster, NodeView, PodTarget
-from memmon.sampling.kubepods import PodCgroup, discover_pods, main_pids
+from memmon.sampling.kubepods import PodCgroup, discover_pods, kubepods_root, main_pids
 from memmon.telemetry import Telemetry
 
 log = logging.getLogger("memmon.node")
@@ -102,6 +102,13 @@ class NodeMode:
     async def start(self) -> None:
         """Start the pod watch and wait briefly for its first list (the pods' names)."""
         self._running = True
+        root = Path(self.node.cgroup_root)
+        if kubepods_root(root) is None:
+            log.warning(
+                "no kubepods cgroup under %s (yet): is node.cgroup_root the node's cgroup tree? (in a container, "
+                "mount the host's /sys/fs/cgroup read-only and point node.cgroup_root at it)",
+                root,
+            )
         if self.watch is None:
             return
         self._task = asyncio.get_running_loop().create_task(self.watch.run(), name="memmon-pod-watch")

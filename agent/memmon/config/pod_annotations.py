@@ -129,4 +129,6 @@ def pod_overrides(
                 problems.append(AnnotationProblem(key, annotations[key], item["message"], expected))
         if found:
             chosen_thresholds = {}
+    first_per_key = {problem.key: problem for problem in reversed(problems)}  # one Event per annotation
+    problems = [problem for problem in problems if first_per_key[problem.key] is problem]
     return PodOverrides(watch, restart, chosen_thresholds, response, channels, tuple(problems))
