@@ -74,7 +74,8 @@ test-kernel: $(STAMP)
 helm-tools:
 	scripts/helm_tools.sh
 
-# deploy/k8s/ is the chart rendered with default values; `make manifests` after changing the chart.
+# deploy/k8s/memmon-node.yaml and memmon-sidecar.yaml are the chart rendered per mode; `make manifests` after
+# changing the chart, `make manifests-check` fails when they drift.
 manifests: helm-tools
 	scripts/render_manifests.sh
 

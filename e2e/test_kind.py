@@ -13,6 +13,12 @@ file) and from memmon's own reading of the app's memory just before each step. T
 memmon container (``kubectl exec``; the pod shares one network namespace): a helper process in the app container
 would be charged to the app's memory limit and could OOM-kill it at the emergency step.
 
+The DaemonSet (node mode, the chart's default) in the same cluster: ``helm install`` with default values (the image
+tag set to the one built, the demo's namespace excluded so the two stories stay apart); the DaemonSet is ready on
+every node; memmon on a test pod's node lists that pod's container in /health/targets; a pod whose container holds
+memory past memmon's emergency threshold (95 % of its limit by default) is evicted through the Eviction API while
+its neighbour is left alone.
+
 Without a container runtime and kind every test here is skipped at collection, with the reason (conftest.py).
 """
 
@@ -21,16 +27,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from memmon.model import Level
 
-if TYPE_CHECKING:  # the fixture's type, from e2e/conftest.py (for annotations only)
-    from conftest import Demo
+if TYPE_CHECKING:  # the fixtures' types, from e2e/conftest.py (for annotations only)
+    from conftest import Cluster, Demo
 
 T = TypeVar("T")
 
@@ -265,3 +273,239 @@ class TestDemoPodThroughTheLevels:
         assert pod_ready(pod) == "True"
         assert demo.container_status(pod, spec.app_container)["restartCount"] == restarts, "restarted again"
         assert pod_annotations(pod)[LEVEL] == "ok"
+
+
+# -- node mode: the DaemonSet ----------------------------------------------------------------------------------
+
+NODE_RELEASE = "memmon-node"
+NODE_NAMESPACE = "memmon-node"
+WORKLOAD_NAMESPACE = "memmon-workload"
+"""Where the test pods run (watched by the DaemonSet; the demo's namespace is excluded)."""
+WORKLOAD_LIMIT = "128Mi"
+GET_SNIPPET = """\
+import sys, urllib.error, urllib.request
+method, url, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+try:
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout) as answer:
+        status, body = answer.status, answer.read()
+except urllib.error.HTTPError as error:
+    status, body = error.code, error.read()
+sys.stdout.write(str(status) + "\\n" + body.decode("utf-8", "replace"))
+"""
+"""An HTTP request from inside a memmon pod (python3 -c in the memmon container): status, newline, body."""
+LEAKER = """\
+import os, time
+def read(*names):
+    for name in names:
+        try:
+            with open(name) as handle:
+                return handle.read().strip()
+        except OSError:
+            pass
+    raise SystemExit("no memory cgroup file among " + repr(names))
+limit = int(read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+held = []
+while True:
+    usage = int(read("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+    if usage < 0.97 * limit:
+        held.append(b"\\x01" * (1 << 20))
+        time.sleep(0.05)
+    else:
+        print("holding", usage, "of", limit, flush=True)
+        time.sleep(5)
+"""
+"""The leaking container: grows 1 MiB at a time until its cgroup uses 97 % of its limit (past memmon's default
+emergency at 95 %, short of the OOM killer), then holds it."""
+
+
+def workload_pod(name: str, command: list[str]) -> dict[str, Any]:
+    """A bare pod (no controller: an eviction deletes it) running the memmon image with ``command``, one container
+    ``main`` limited to WORKLOAD_LIMIT, non-root like the chart's own pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": WORKLOAD_NAMESPACE, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "memmon:e2e",
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "resources": {
+                        "limits": {"memory": WORKLOAD_LIMIT},
+                        "requests": {"memory": WORKLOAD_LIMIT},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+
+class NodeMode:
+    """The chart installed with default values (node mode) and helpers for its DaemonSet and the test pods."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True) -> Any:
+        return self.cluster.kubectl(*args, timeout=timeout, check=check)
+
+    def daemonset(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.cluster.json("get", "daemonset", NODE_RELEASE, "-n", NODE_NAMESPACE)
+        return found
+
+    def memmon_pods(self) -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/instance={NODE_RELEASE},app.kubernetes.io/component=node"
+        items: list[dict[str, Any]] = self.cluster.json("get", "pods", "-n", NODE_NAMESPACE, "-l", selector)[
+            "items"
+        ]
+        return items
+
+    def memmon_on(self, node: str) -> str:
+        """The name of the memmon pod on ``node``."""
+        pods = [p for p in self.memmon_pods() if p["spec"].get("nodeName") == node]
+        assert len(pods) == 1, f"expected one memmon pod on {node}: {[p['metadata']['name'] for p in pods]}"
+        name: str = pods[0]["metadata"]["name"]
+        return name
+
+    def memmon_get(self, pod: str, path: str) -> tuple[int, Any]:
+        """GET memmon's ``path`` from inside its pod (python3 in the memmon container, 127.0.0.1:8080)."""
+        done = self.kubectl(
+            "--namespace", NODE_NAMESPACE, "exec", pod, "-c", "memmon", "--",
+            "python3", "-c", GET_SNIPPET, "GET", f"http://127.0.0.1:8080{path}", "10", timeout=60,
+        )  # fmt: skip
+        status, _, body = done.stdout.partition("\n")
+        return int(status), json.loads(body)
+
+    def workload(self, name: str) -> dict[str, Any] | None:
+        """The test pod, or None once it is gone."""
+        done = self.kubectl("get", "pod", name, "-n", WORKLOAD_NAMESPACE, "-o", "json", check=False)
+        if done.returncode != 0:
+            assert "NotFound" in done.stderr, done.stderr
+            return None
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def create(self, pod: Mapping[str, Any]) -> None:
+        """``kubectl apply`` the pod (JSON on stdin)."""
+        done = subprocess.run(
+            [str(self.cluster.tools.kubectl), "apply", "-f", "-"],
+            input=json.dumps(pod),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.cluster.env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def running(self, name: str, *, timeout: float = 180) -> dict[str, Any]:
+        def up() -> dict[str, Any] | None:
+            pod = self.workload(name)
+            return pod if pod is not None and pod_ready(pod) == "True" else None
+
+        return wait_for(f"test pod {name} Ready", up, timeout=timeout)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
+        items: list[dict[str, Any]] = self.cluster.json(
+            "get", "events", "-n", WORKLOAD_NAMESPACE, f"--field-selector={selector}"
+        )["items"]
+        return items
+
+
+@pytest.fixture(scope="session")
+def node_mode(demo: Demo, kind_cluster: Cluster) -> NodeMode:
+    """The chart with default values (node mode) installed as release memmon-node, the DaemonSet rolled out, and the
+    namespace of the test pods. Requests ``demo`` so that the image is built and loaded once (and the demo's story
+    has run: its namespace is excluded here so the DaemonSet leaves it alone)."""
+    cluster = kind_cluster
+    cluster.helm(
+        "install", NODE_RELEASE, str(Path(__file__).resolve().parents[1] / "deploy" / "helm" / "memmon"),
+        "--namespace", NODE_NAMESPACE, "--create-namespace",
+        "--set", "image.repository=memmon", "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
+        "--set", f"node.excludeNamespaces={{{demo.namespace}}}",
+        "--wait", "--timeout", "5m", timeout=360,
+    )  # fmt: skip
+    cluster.kubectl(
+        "rollout", "status", f"daemonset/{NODE_RELEASE}", "-n", NODE_NAMESPACE, "--timeout=240s", timeout=260
+    )
+    cluster.kubectl("create", "namespace", WORKLOAD_NAMESPACE, timeout=60)
+    return NodeMode(cluster)
+
+
+@pytest.mark.steps
+@pytest.mark.timeout(STEP_TIMEOUT)
+class TestDaemonSetWatchesEveryPod:
+    """Node mode, in order: the DaemonSet on every node, a pod's containers listed, a leaking pod evicted."""
+
+    def test_daemonset_is_ready_on_every_node(self, node_mode: NodeMode) -> None:
+        """The default install is a DaemonSet (no Deployment) whose pods are ready on every node of the cluster."""
+        nodes = [n["metadata"]["name"] for n in node_mode.cluster.json("get", "nodes")["items"]]
+        status = node_mode.daemonset()["status"]
+        assert status["desiredNumberScheduled"] == len(nodes), status
+        assert status["numberReady"] == len(nodes) and status.get("numberUnavailable", 0) == 0, status
+        placed = sorted(p["spec"]["nodeName"] for p in node_mode.memmon_pods() if pod_ready(p) == "True")
+        assert placed == sorted(nodes), f"memmon pods on {placed}, nodes {nodes}"
+        deployments = node_mode.cluster.json("get", "deployments", "-n", NODE_NAMESPACE)["items"]
+        assert deployments == [], [d["metadata"]["name"] for d in deployments]
+
+    def test_health_targets_lists_a_test_pods_container(self, node_mode: NodeMode) -> None:
+        """memmon on the test pod's node lists the pod (<namespace>/<pod>) and its container
+        (<namespace>/<pod>/main) in /health/targets, judged against the container's 128Mi limit."""
+        node_mode.create(workload_pod("calm", ["python3", "-c", "import time; time.sleep(86400)"]))
+        pod = node_mode.running("calm")
+        memmon = node_mode.memmon_on(pod["spec"]["nodeName"])
+        pod_target, container_target = f"{WORKLOAD_NAMESPACE}/calm", f"{WORKLOAD_NAMESPACE}/calm/main"
+
+        def listed() -> dict[str, dict[str, Any]] | None:
+            status, body = node_mode.memmon_get(memmon, "/health/targets")
+            names = {t["name"]: t for t in body.get("targets", [])} if status == 200 else {}
+            return names if {pod_target, container_target} <= set(names) else None
+
+        targets = wait_for(f"{container_target} in memmon's /health/targets", listed, timeout=SETTLE_SECONDS)
+        container = targets[container_target]
+        assert container["limit_mb"] == pytest.approx(128, abs=0.5), container
+        assert container["level"] == "ok", container
+
+    def test_a_leaking_pod_is_evicted_and_its_neighbour_left_alone(self, node_mode: NodeMode) -> None:
+        """A container holding 97 % of its limit reaches emergency; memmon evicts its pod (the pod is deleted, a
+        GracefulRestart Event from memmon names it) before the OOM killer; the calm pod keeps its uid and has
+        not restarted."""
+        calm = node_mode.workload("calm")
+        assert calm is not None
+        node_mode.create(workload_pod("leaky", ["python3", "-c", LEAKER]))
+        node_mode.running("leaky")
+
+        def gone() -> bool | None:
+            pod = node_mode.workload("leaky")
+            return True if pod is None or pod["metadata"].get("deletionTimestamp") else None
+
+        wait_for("the leaking pod's eviction", gone, timeout=240, every=2.0)
+        events = node_mode.events("leaky")
+        restarts = [
+            e
+            for e in events
+            if e.get("reason") == "GracefulRestart" and (e.get("source") or {}).get("component") == "memmon"
+        ]
+        assert restarts, (
+            f"no GracefulRestart Event from memmon: {[(e.get('reason'), e.get('message')) for e in events]}"
+        )
+        assert not [e for e in events if "OOM" in (e.get("reason") or "")], (
+            "the kernel OOM-killed the container first"
+        )
+        after = node_mode.workload("calm")
+        assert after is not None and after["metadata"]["uid"] == calm["metadata"]["uid"], (
+            "the calm pod was touched"
+        )
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+        assert "deletionTimestamp" not in after["metadata"]

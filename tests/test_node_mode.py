@@ -184,12 +184,8 @@ def node_agent(
         },
         "node": {"enabled": True, "name": NODE, "cgroup_root": str(node.root), "restart": restart},
     }
-    env = {
-        "MEMMON_KUBE_API": api.url,
-        "MEMMON_KUBE_TOKEN_FILE": str(token),
-        "POD_NAMESPACE": "memmon",
-        "POD_NAME": "memmon-x",
-    }
+    # No POD_NAME or POD_NAMESPACE: node mode calls the API about the node's pods, never about its own.
+    env = {"MEMMON_KUBE_API": api.url, "MEMMON_KUBE_TOKEN_FILE": str(token)}
     with running_agent([], config=config, env=env) as agent:
         pods = range(node.count)
         expected = {f"shop/web-{i}" for i in pods} | {f"shop/web-{i}/app" for i in pods}
@@ -248,6 +244,11 @@ def test_a_leaking_container_gets_its_pod_evicted_and_no_other_pod_is_touched(tm
                 assert f"memmon_target_actions_total{{{evictions}}} 1.0" in actions, actions
                 assert 'memmon_node_pods{state="watched"} 20.0' in text
                 assert all(sleeper.poll() is None for sleeper in node.sleepers)
+                annotations = api.pods[("shop", f"web-{LEAKER}")]["metadata"].get("annotations", {})
+                assert annotations.get("memmon.io/level") == "warning", (
+                    annotations
+                )  # the pod's: 39 % of 512 MiB
+            assert " dropped" not in agent.log  # annotating the pod did not rebuild its targets
         finally:
             grower.stop()
 
@@ -318,8 +319,6 @@ def test_an_unreachable_api_server_leaves_every_pod_watched_by_uid(tmp_path: Pat
         env = {
             "MEMMON_KUBE_API": closed,
             "MEMMON_KUBE_TOKEN_FILE": str(token),
-            "POD_NAMESPACE": "m",
-            "POD_NAME": "m",
         }
         with running_agent(["--check-interval", "0.2"], config=config, env=env) as agent:
             expected = {f"pod-{uid}" for uid in node.uids}

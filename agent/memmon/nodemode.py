@@ -69,7 +69,7 @@ class NodeMode:
         self.drop = drop
         self.missing_for = missing_for
         self.clock = clock
-        self.kube = kube if kube is not None else KubeConfig.in_cluster()
+        self.kube = kube if kube is not None else KubeConfig.in_cluster(own_pod=False)
         node_name = self.node.node_name()
         assert node_name is not None, "validated by the settings"
         self.node_name = node_name
@@ -78,7 +78,7 @@ class NodeMode:
         if self.kube is None:
             log.warning(
                 "node mode without the Kubernetes API (%s): pods are watched by uid (pod-<uid>), never evicted",
-                why_not_in_cluster(),
+                why_not_in_cluster(own_pod=False),
             )
         else:
             self.watch = PodWatch(self.kube, node_name, on_change=self._changed.set)

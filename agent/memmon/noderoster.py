@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memmon.config import Settings
-from memmon.config.pod_annotations import AnnotationProblem, PodOverrides, pod_overrides
+from memmon.config.pod_annotations import AnnotationProblem, PodOverrides, is_setting, pod_overrides
 from memmon.config.sections import AlertLevelSettings
 from memmon.config.targets import TargetEntry
 from memmon.kits.pod_watch import PodInfo
@@ -123,7 +123,8 @@ class NodeRoster:
         return NodeView(targets, excluded, unknown, problems)
 
     def _parsed(self, pod: PodInfo) -> PodOverrides:
-        fingerprint = repr(sorted((k, v) for k, v in pod.annotations.items() if k.startswith("memmon.io/")))
+        # memmon's own level annotations are left out: annotating a pod must not rebuild its targets.
+        fingerprint = repr(sorted((k, v) for k, v in pod.annotations.items() if is_setting(k)))
         key = (pod.cgroup_uid, fingerprint)
         overrides = self._overrides.get(key)
         if overrides is None:

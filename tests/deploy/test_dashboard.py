@@ -50,6 +50,14 @@ EXTRA_PANELS = (
 )
 DATASOURCE_UID = "${datasource}"
 FILTERS = ('job=~"$job"', 'instance=~"$instance"')
+POD_FILTERS = ('namespace=~"$namespace"', 'pod=~"$pod"', 'target=~"$target"')
+"""What every query filters by besides job and instance (the per-target panels also by $container)."""
+CLUSTER_ROW = "Cluster view"
+CLUSTER_PANELS = ("Pods Nearest Their Limit", "Restarts vs Kernel OOM Kills")
+"""The node-mode panels, in the row "Cluster view" (tests/prometheus/test_prometheus_node.py runs them)."""
+NODE_ONLY_METRICS = {"memmon_target_actions_total"}
+"""Names only a node-mode agent exposes (checked against one in tests/prometheus/test_prometheus_node.py); the
+dashboard uses them in the Cluster view row only."""
 
 NOT_EXPOSED_BY_THE_AGENT = {
     # Prometheus writes `up` itself for every scrape target; no exporter exposes it. MemmonDown uses it.
@@ -218,9 +226,13 @@ def test_panel_ids_are_unique_and_every_panel_has_a_grid_position(dashboard: dic
 
 
 def test_every_panel_and_query_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
-    """Every panel, and each of its queries, has a Prometheus datasource referencing ${datasource}."""
+    """Every panel, and each of its queries, has a Prometheus datasource referencing ${datasource} (rows have no
+    query)."""
     for panel in panels_of(dashboard):
         assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, panel["title"]
+        if panel["type"] == "row":
+            assert "targets" not in panel, panel["title"]
+            continue
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, panel["title"]
@@ -273,30 +285,104 @@ def test_guide_panels_have_their_visualizations_and_thresholds(dashboard: dict[s
     assert "memmon_alert_deliveries_total" in exprs("Alert Delivery Failures")
 
 
-def test_template_variables_are_datasource_job_instance_and_target(dashboard: dict[str, Any]) -> None:
-    """The variables are datasource, job, instance and target, each query narrowed by the ones before it."""
+def test_template_variables_are_datasource_job_instance_namespace_pod_container_and_target(
+    dashboard: dict[str, Any],
+) -> None:
+    """The variables are datasource, job, instance, namespace, pod, container and target, each with All and
+    each query narrowed by the ones before it; namespace, pod and container are label_values over
+    memmon_memory_usage_ratio."""
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "instance", "target"]
+    assert list(variables) == ["datasource", "job", "instance", "namespace", "pod", "container", "target"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("job", "instance", "target"):
+    for name in ("job", "instance", "namespace", "pod", "container", "target"):
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
         assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
     where = dict(variable_selectors(dashboard))
     assert where["variable instance"] == 'memmon_build_info{job=~"$job"}'
-    assert where["variable target"] == 'memmon_memory_level{job=~"$job",instance=~"$instance"}'
+    assert where["variable namespace"] == 'memmon_memory_usage_ratio{job=~"$job",instance=~"$instance"}'
+    assert where["variable pod"] == (
+        'memmon_memory_usage_ratio{job=~"$job",instance=~"$instance",namespace=~"$namespace"}'
+    )
+    assert where["variable container"] == (
+        'memmon_memory_usage_ratio{job=~"$job",instance=~"$instance",namespace=~"$namespace",pod=~"$pod"}'
+    )
+    assert where["variable target"] == (
+        'memmon_memory_level{job=~"$job",instance=~"$instance",namespace=~"$namespace",pod=~"$pod",'
+        'container=~"$container"}'
+    )
+    for name in ("namespace", "pod", "container"):
+        query = variables[name]["query"]["query"]
+        assert query.endswith(f", {name})") and variables[name]["definition"] == query, name
 
 
-def test_every_query_filters_by_job_instance_and_target(dashboard: dict[str, Any]) -> None:
-    """Every selector filters by $job and $instance, and every query by $target (via memmon_memory_level)."""
+def test_every_query_filters_by_job_instance_namespace_pod_and_target(dashboard: dict[str, Any]) -> None:
+    """Every selector filters by $job and $instance; every query by $namespace, $pod and $target (directly or via
+    memmon_memory_level), and every per-target query also by $container (the Cluster view is per pod)."""
     for where, expr in queries(dashboard):
         found = selectors(expr)
         assert found, where
         for name, matchers in found:
             for wanted in FILTERS:
                 assert wanted in matchers, f"{where}: {name} lacks {wanted}"
-        assert 'target=~"$target"' in expr, where
+        for wanted in POD_FILTERS:
+            assert wanted in expr, f"{where} lacks {wanted}"
+        if where.split(" / ")[0] not in CLUSTER_PANELS:
+            assert 'container=~"$container"' in expr, where
+
+
+def cluster_view(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels after the row "Cluster view" (an open row holds the panels that follow it)."""
+    panels = dashboard["panels"]
+    index = next(
+        i for i, panel in enumerate(panels) if panel["type"] == "row" and panel["title"] == CLUSTER_ROW
+    )
+    following = panels[index + 1 :]
+    end = next((i for i, panel in enumerate(following) if panel["type"] == "row"), len(following))
+    return following[:end]
+
+
+def test_cluster_view_shows_pods_nearest_their_limit_and_restarts_next_to_oom_kills(
+    dashboard: dict[str, Any],
+) -> None:
+    """A "Cluster view" row below the per-target panels holds the top 10 pods by memmon_memory_usage_ratio (by
+    namespace and pod) and, per pod, memmon's restarts (memmon_target_actions_total{action=~"restart.*"}) next to
+    the kernel's OOM kills of the pod's cgroup (memmon_cgroup_oom_kills_total, pod targets only)."""
+    panels = cluster_view(dashboard)
+    assert [panel["title"] for panel in panels] == list(CLUSTER_PANELS)
+    row = next(panel for panel in dashboard["panels"] if panel["type"] == "row")
+    assert row["gridPos"]["y"] >= max(
+        p["gridPos"]["y"] + p["gridPos"]["h"] for p in dashboard["panels"] if p["title"] not in CLUSTER_PANELS
+        and p["type"] != "row"
+    )  # fmt: skip
+    nearest, restarts = panels
+    (top,) = nearest["targets"]
+    assert re.fullmatch(
+        r"topk\(10, max by \(namespace, pod\) \(memmon_memory_usage_ratio\{.*\}\)\)", top["expr"]
+    )
+    assert top["legendFormat"] == "{{namespace}}/{{pod}}" and top["instant"] is True
+    assert nearest["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    memmon_restarts, oom_kills = restarts["targets"]
+    assert memmon_restarts["expr"].startswith("sum by (namespace, pod) (")
+    assert 'memmon_target_actions_total{action=~"restart.*",' in memmon_restarts["expr"]
+    assert "increase(memmon_target_actions_total{" in memmon_restarts["expr"]
+    assert oom_kills["expr"].startswith("sum by (namespace, pod) (increase(memmon_cgroup_oom_kills_total{")
+    assert 'container=""' in oom_kills["expr"], "a container's OOM kill is in its pod's cgroup count too"
+    for target in nearest["targets"] + restarts["targets"]:
+        assert 'pod!=""' in target["expr"], "pods only"
+    assert {"memmon restarts", "OOM kills"} == {
+        t["legendFormat"].split("}} ", 1)[1] for t in restarts["targets"]
+    }
+    used = {name for _, expr in queries(dashboard) for name, _ in selectors(expr)}
+    outside = {
+        name
+        for panel in panels_of(dashboard)
+        if panel["title"] not in CLUSTER_PANELS
+        for target in panel.get("targets", [])
+        for name, _ in selectors(target["expr"])
+    }
+    assert used >= NODE_ONLY_METRICS and not NODE_ONLY_METRICS & outside
 
 
 @needs_promtool
@@ -411,7 +497,7 @@ def test_dashboard_metrics_exist_in_the_agent_exposition(
     dashboard: dict[str, Any], agent_exposition: str
 ) -> None:
     """Every metric name the dashboard queries (panels and variables) is exposed by a real agent's /metrics."""
-    exposed = exposed_names(agent_exposition) | NOT_EXPOSED_BY_THE_AGENT
+    exposed = exposed_names(agent_exposition) | NOT_EXPOSED_BY_THE_AGENT | NODE_ONLY_METRICS
     used = {
         name for _, expr in queries(dashboard) + variable_selectors(dashboard) for name, _ in selectors(expr)
     }

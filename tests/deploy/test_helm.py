@@ -28,13 +28,29 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import CHART, CRD_KINDS, EXAMPLES, REPO, Helm
+from tests.deploy.conftest import CHART, CRD_KINDS, EXAMPLES, KUBE_VERSION, NAMESPACE, RELEASE, REPO, Helm
 
 KUBE_VERSIONS = ("1.30.0", "1.35.0")
 """Validated against: the oldest supported (Chart.yaml kubeVersion) and that of the kubectl we ship in tools."""
 DEMO = CHART / "examples" / "demo-values.yaml"
 PRODUCTION = CHART / "examples" / "production-values.yaml"
-VARIANTS = [pytest.param((), id="defaults")] + [pytest.param((path,), id=path.stem) for path in EXAMPLES]
+NODE_EXAMPLE = CHART / "examples" / "node-values.yaml"
+SIGNAL_EXAMPLE = CHART / "examples" / "node-signal-values.yaml"
+SIDECAR = ("mode=sidecar",)
+CRD_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+"""What a cluster with the prometheus-operator serves (helm template --api-versions)."""
+Variant = tuple[tuple[Path, ...], tuple[str, ...]]
+"""(values files, --set options) of one render."""
+VARIANTS = [
+    pytest.param(((), ()), id="defaults"),
+    pytest.param(((), SIDECAR), id="sidecar-defaults"),
+] + [pytest.param(((path,), ()), id=path.stem) for path in EXAMPLES]
+SIDECAR_VARIANTS = [
+    pytest.param(((), SIDECAR), id="sidecar-defaults"),
+    pytest.param(((DEMO,), ()), id="demo-values"),
+    pytest.param(((PRODUCTION,), ()), id="production-values"),
+]
+CLUSTER_SCOPED = frozenset({"ClusterRole", "ClusterRoleBinding"})
 SECRETS = {
     "slackWebhookUrl": (
         "slack-webhook-url",
@@ -88,26 +104,48 @@ def lint_errors(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout + done.stderr
 
 
+def template_for_cluster(
+    helm: Helm, values: tuple[Path, ...] = (), sets: tuple[str, ...] = (), apis: tuple[str, ...] = CRD_APIS
+) -> list[dict[str, Any]]:
+    """``helm template`` as `helm install` renders for a cluster that serves ``apis`` (--api-versions)."""
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+    for path in values:
+        args += ["-f", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    for api in apis:
+        args += ["--api-versions", api]
+    done = helm.run(*args)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
 # --- lint, render, validate --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", VARIANTS)
-def test_lint_strict_passes(helm: Helm, values: tuple[Path, ...]) -> None:
-    """`helm lint --strict` passes, without a warning, for the default values and each examples/*.yaml."""
-    done = helm.lint(values)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lint_strict_passes(helm: Helm, variant: Variant) -> None:
+    """`helm lint --strict` passes, without a warning, for the default values (both modes) and each example."""
+    done = helm.lint(*variant)
     assert done.returncode == 0, lint_errors(done)
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
 
 
 def test_examples_exist() -> None:
-    """The chart ships the demo values the e2e tests use, and a production-like example."""
-    assert {path.name for path in EXAMPLES} >= {"demo-values.yaml", "production-values.yaml"}
+    """The chart ships the demo values the e2e tests use, production-like examples for both modes, and signal."""
+    assert {path.name for path in EXAMPLES} >= {
+        "demo-values.yaml",
+        "production-values.yaml",
+        "node-values.yaml",
+        "node-signal-values.yaml",
+    }
 
 
-@pytest.mark.parametrize("values", VARIANTS)
-def test_template_renders_labelled_objects(helm: Helm, values: tuple[Path, ...]) -> None:
-    """`helm template` renders each variant; every object has a name and the app.kubernetes.io labels."""
-    docs = helm.template(values)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_template_renders_labelled_objects(helm: Helm, variant: Variant) -> None:
+    """`helm template` renders each variant; every object has a name and the app.kubernetes.io labels, and every
+    namespaced one the release namespace."""
+    docs = helm.template(*variant)
     assert docs
     for doc in docs:
         labels = doc["metadata"].get("labels", {})
@@ -117,7 +155,8 @@ def test_template_renders_labelled_objects(helm: Helm, values: tuple[Path, ...])
         assert labels.get("app.kubernetes.io/instance") == "memmon", what
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", what
         assert labels.get("helm.sh/chart") == "memmon-0.1.0", what
-        assert doc["metadata"].get("namespace") == "default", what
+        expected = None if doc["kind"] in CLUSTER_SCOPED else "default"
+        assert doc["metadata"].get("namespace") == expected, what
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +168,13 @@ def kubernetes_validate() -> Any:
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-@pytest.mark.parametrize("values", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_objects_validate_against_kubernetes_schemas(
-    helm: Helm, kubernetes_validate: Any, values: tuple[Path, ...], kube_version: str
+    helm: Helm, kubernetes_validate: Any, variant: Variant, kube_version: str
 ) -> None:
-    """Every built-in object of each render passes kubernetes-validate --strict (no unknown or mistyped field)."""
-    for doc in helm.template(values):
+    """Every built-in object of each render (node and sidecar mode) passes kubernetes-validate --strict (no unknown
+    or mistyped field)."""
+    for doc in helm.template(*variant):
         if doc["kind"] in CRD_KINDS:
             continue
         try:
@@ -148,7 +188,11 @@ def test_rendered_objects_validate_against_kubernetes_schemas(
 def test_crd_objects_validate_against_prometheus_operator_schemas(
     helm: Helm, crd_validate: Callable[[list[dict[str, Any]]], list[str | None]]
 ) -> None:
-    """The ServiceMonitor and PrometheusRule pass the prometheus-operator CRD schemas; a broken one does not."""
+    """The ServiceMonitor and PrometheusRule of both modes pass the prometheus-operator CRD schemas; a broken one
+    does not."""
+    node = [doc for doc in helm.template((NODE_EXAMPLE,)) if doc["kind"] in CRD_KINDS]
+    assert sorted(doc["kind"] for doc in node) == ["PrometheusRule", "ServiceMonitor"]
+    assert crd_validate(node) == [None, None]
     docs = helm.template((PRODUCTION,))
     crds = [doc for doc in docs if doc["kind"] in CRD_KINDS]
     assert sorted(doc["kind"] for doc in crds) == ["PrometheusRule", "ServiceMonitor"]
@@ -171,9 +215,11 @@ def test_prometheus_rule_embeds_the_rule_file(helm: Helm) -> None:
 
 
 def test_service_monitor_and_dashboard(helm: Helm) -> None:
-    """The ServiceMonitor scrapes the Service's metrics port; the dashboard ConfigMap has grafana_dashboard "1"."""
+    """Sidecar mode: the ServiceMonitor scrapes the Service's metrics port; the dashboard ConfigMap has
+    grafana_dashboard "1"."""
     docs = helm.template(
         sets=[
+            *SIDECAR,
             "serviceMonitor.enabled=true",
             "serviceMonitor.interval=15s",
             "serviceMonitor.labels.release=kps",
@@ -198,9 +244,11 @@ def test_service_monitor_and_dashboard(helm: Helm) -> None:
     assert json.loads(dashboards[0]["data"]["memmon-dashboard.json"]) == json.loads(source)
 
 
-def test_optional_objects_are_off_by_default(helm: Helm) -> None:
-    """Default values render no CRD object, no Secret, no demo and no dashboard; the Service selects sidecar pods."""
-    docs = helm.template()
+def test_optional_objects_are_off_by_default_in_sidecar_mode(helm: Helm) -> None:
+    """mode: sidecar renders what it rendered before node mode existed: no CRD object, no Secret, no demo, no
+    dashboard, no DaemonSet, no ClusterRole, even where the cluster serves the CRDs; the Service selects sidecar
+    pods."""
+    docs = template_for_cluster(helm, sets=SIDECAR)
     assert sorted(doc["kind"] for doc in docs) == [
         "ConfigMap",
         "Role",
@@ -246,6 +294,14 @@ REJECTED: dict[str, tuple[str, str | None]] = {
     ),
     "secret-in-config-smtp": ("config.alerting.smtp.password=hunter2", "/config/alerting"),
     "secret-in-config-token": ("config.server.api_token=t", "/config/server"),
+    "unknown-mode": ("mode=daemonset", None),
+    "unknown-restart": ("node.restart=kill", None),
+    "unknown-select": ("node.select=some", None),
+    "unknown-node-key": ("node.restartStrategy=evict", unknown("restartStrategy")),
+    "negative-restart-cap": ("node.maxRestartsPerHour=-1", None),
+    "relative-cgroup-path": ("node.cgroupHostPath=sys/fs/cgroup", None),
+    "bad-namespace": ("node.excludeNamespaces[0]=Kube_System", "/node/excludeNamespaces/0"),
+    "enabled-not-auto": ("serviceMonitor.enabled=maybe", None),
 }
 
 
@@ -503,7 +559,7 @@ def test_sidecar_follows_the_app_container_name(helm: Helm) -> None:
 
 def test_demo_has_a_default_target_regex(helm: Helm) -> None:
     """With demo.enabled and no sidecar.targetMatch the demo app's regex is used (it is required otherwise)."""
-    pod = demo_pod(helm.template(sets=["demo.enabled=true"]))
+    pod = demo_pod(helm.template(sets=[*SIDECAR, "demo.enabled=true"]))
     assert flag(container(pod, "memmon")["args"], "--match") == "demo_app[.]py"
 
 
@@ -542,7 +598,7 @@ def test_an_application_chart_includes_the_sidecar(helm: Helm, tmp_path: Path) -
         "apiVersion: v2\nname: shop\nversion: 1.0.0\ndependencies:\n  - name: memmon\n    version: 0.1.0\n"
     )
     (parent / "values.yaml").write_text(
-        "memmon:\n  sidecar:\n    appContainerName: shop\n    targetMatch: gunicorn\n"
+        "memmon:\n  mode: sidecar\n  sidecar:\n    appContainerName: shop\n    targetMatch: gunicorn\n"
     )
     (parent / "templates" / "deployment.yaml").write_text(PARENT_DEPLOYMENT)
     shutil.copytree(CHART, parent / "charts" / "memmon")
@@ -566,7 +622,7 @@ def test_an_application_chart_includes_the_sidecar(helm: Helm, tmp_path: Path) -
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["spec"]["shareProcessNamespace"] is True
 
-    (parent / "values.yaml").write_text("memmon:\n  sidecar:\n    appContainerName: shop\n")
+    (parent / "values.yaml").write_text("memmon:\n  mode: sidecar\n  sidecar:\n    appContainerName: shop\n")
     done = helm.run("template", "prod", str(parent), "--namespace", "default")
     assert done.returncode != 0 and "sidecar.targetMatch is required" in done.stderr, done.stderr
 
@@ -574,15 +630,17 @@ def test_an_application_chart_includes_the_sidecar(helm: Helm, tmp_path: Path) -
 # --- memmon accepts what the chart gives it ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_config_is_a_valid_memmon_config(
-    helm: Helm, values: tuple[Path, ...], tmp_path: Path
+    helm: Helm, variant: Variant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ConfigMap's config.json passes memmon's own validation (memmon check-config)."""
+    """The ConfigMap's config.json passes memmon's own validation (memmon check-config), with NODE_NAME set as
+    the DaemonSet sets it."""
     from memmon.config import ConfigError, check_config_file
 
+    monkeypatch.setenv("NODE_NAME", "node-1")
     config_map = next(
-        d for d in by_kind(helm.template(values), "ConfigMap") if d["metadata"]["name"] == "memmon"
+        d for d in by_kind(helm.template(*variant), "ConfigMap") if d["metadata"]["name"] == "memmon"
     )
     path = tmp_path / "config.json"
     path.write_text(config_map["data"]["config.json"])
@@ -626,12 +684,11 @@ def test_memmon_accepts_the_sidecar_environment(helm: Helm, tmp_path: Path) -> N
 # --- RBAC --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", VARIANTS)
-def test_rbac_is_one_namespaced_role_with_exactly_the_needed_rules(
-    helm: Helm, values: tuple[Path, ...]
-) -> None:
-    """get/patch pods, create pods/eviction, create events (core group), bound to the ServiceAccount; no Cluster*."""
-    docs = helm.template(values)
+@pytest.mark.parametrize("variant", SIDECAR_VARIANTS)
+def test_rbac_is_one_namespaced_role_with_exactly_the_needed_rules(helm: Helm, variant: Variant) -> None:
+    """Sidecar mode: get/patch pods, create pods/eviction, create events (core group), bound to the ServiceAccount;
+    no Cluster*."""
+    docs = helm.template(*variant)
     assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
     role = one(docs, "Role")
     rules = sorted(
@@ -671,9 +728,11 @@ def test_rbac_and_service_account_can_be_turned_off(helm: Helm) -> None:
 
 
 def test_raw_manifests_match_a_fresh_render(helm: Helm) -> None:
-    """deploy/k8s/memmon.yaml is exactly what scripts/render_manifests.sh renders now (no drift from the chart)."""
-    committed = REPO / "deploy" / "k8s" / "memmon.yaml"
-    assert sorted(p.name for p in (REPO / "deploy" / "k8s").glob("*.y*ml")) == ["memmon.yaml"]
+    """deploy/k8s/memmon-node.yaml and memmon-sidecar.yaml are exactly what scripts/render_manifests.sh renders now
+    (no drift from the chart); the node file is the default values for a cluster with the prometheus-operator,
+    the sidecar file mode: sidecar."""
+    k8s = REPO / "deploy" / "k8s"
+    assert sorted(p.name for p in k8s.glob("*.y*ml")) == ["memmon-node.yaml", "memmon-sidecar.yaml"]
     done = subprocess.run(
         ["bash", str(REPO / "scripts" / "render_manifests.sh"), "--stdout"],
         capture_output=True,
@@ -682,8 +741,42 @@ def test_raw_manifests_match_a_fresh_render(helm: Helm) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert committed.read_text() == done.stdout, "deploy/k8s is stale: run scripts/render_manifests.sh"
-    assert [doc for doc in yaml.safe_load_all(done.stdout) if doc] == helm.template()
+    committed = (k8s / "memmon-node.yaml").read_text() + (k8s / "memmon-sidecar.yaml").read_text()
+    assert committed == done.stdout, "deploy/k8s is stale: run scripts/render_manifests.sh"
+    node = [doc for doc in yaml.safe_load_all((k8s / "memmon-node.yaml").read_text()) if doc]
+    sidecar = [doc for doc in yaml.safe_load_all((k8s / "memmon-sidecar.yaml").read_text()) if doc]
+    assert node == template_for_cluster(helm)
+    assert sidecar == helm.template(sets=SIDECAR)
+    assert {"DaemonSet", "ClusterRole", "ServiceMonitor", "PrometheusRule"} <= {doc["kind"] for doc in node}
+
+
+def test_manifests_check_fails_on_drift(tmp_path: Path) -> None:
+    """`scripts/render_manifests.sh --check` (make manifests-check) passes now and fails, naming the file, when a
+    rendered file differs."""
+    script = REPO / "scripts" / "render_manifests.sh"
+    done = subprocess.run(["bash", str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    (copy / "deploy").mkdir()
+    for name in ("render_manifests.sh", "helm_tools.sh"):
+        shutil.copy2(REPO / "scripts" / name, copy / "scripts" / name)
+    shutil.copytree(CHART, copy / "deploy" / "helm" / "memmon")
+    shutil.copytree(REPO / "deploy" / "k8s", copy / "deploy" / "k8s")
+    stale = copy / "deploy" / "k8s" / "memmon-node.yaml"
+    stale.write_text(stale.read_text().replace("system-node-critical", "system-cluster-critical"))
+    tools = REPO / ".cache" / "tools"
+    env = {**os.environ, "MEMMON_TOOLS_DIR": os.environ.get("MEMMON_TOOLS_DIR", str(tools))}
+    done = subprocess.run(
+        ["bash", str(copy / "scripts" / "render_manifests.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "deploy/k8s/memmon-node.yaml is out of date" in done.stderr
+    assert "memmon-sidecar.yaml is out of date" not in done.stderr
 
 
 def test_helm_tools_is_idempotent_and_ships_kubectl(helm: Helm) -> None:
@@ -789,3 +882,309 @@ def test_demo_app_leaks_frees_and_drains_on_sigterm(demo_app: tuple[subprocess.P
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
     assert output.splitlines()[-1] == "drained", output
+
+
+# --- node mode (the default) -----------------------------------------------------------------------------------
+
+
+def daemonset_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def cluster_rules(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """resource -> sorted verbs of the ClusterRole (core group only; any other group fails)."""
+    rules: dict[str, list[str]] = {}
+    for rule in one(docs, "ClusterRole")["rules"]:
+        assert rule["apiGroups"] == [""], rule
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        for resource in rule["resources"]:
+            rules[resource] = sorted(rules.get(resource, []) + rule["verbs"])
+    return rules
+
+
+@pytest.fixture(scope="module")
+def node_docs(helm: Helm) -> list[dict[str, Any]]:
+    """The default values, rendered."""
+    return helm.template()
+
+
+def test_default_values_render_a_daemonset_not_a_deployment(node_docs: list[dict[str, Any]]) -> None:
+    """Default values render node mode: one DaemonSet (no Deployment, no Role), a ClusterRole bound to the
+    ServiceAccount, the Service selecting the DaemonSet's pods, and the dashboard ConfigMap."""
+    assert by_kind(node_docs, "Deployment") == [] and by_kind(node_docs, "Role") == []
+    assert sorted(doc["kind"] for doc in node_docs) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "ConfigMap",
+        "DaemonSet",
+        "Service",
+        "ServiceAccount",
+    ]
+    daemonset = one(node_docs, "DaemonSet")
+    pod = daemonset["spec"]["template"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert one(node_docs, "Service")["spec"]["selector"] == daemonset["spec"]["selector"]["matchLabels"]
+    assert pod["spec"]["serviceAccountName"] == one(node_docs, "ServiceAccount")["metadata"]["name"]
+    binding = one(node_docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": one(node_docs, "ClusterRole")["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "memmon", "namespace": "default"}]
+    assert {p["name"]: p["port"] for p in one(node_docs, "Service")["spec"]["ports"]} == {
+        "http": 8080,
+        "metrics": 9091,
+    }
+
+
+def test_node_reads_the_hosts_cgroup_tree_read_only(node_docs: list[dict[str, Any]]) -> None:
+    """The host's /sys/fs/cgroup is a hostPath volume mounted read-only at /host/sys/fs/cgroup, memmon's
+    node.cgroup_root; state and /tmp are emptyDirs."""
+    pod = daemonset_pod(node_docs)
+    memmon = container(pod, "memmon")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in memmon["volumeMounts"]}
+    cgroup = mounts["/host/sys/fs/cgroup"]
+    assert cgroup["readOnly"] is True
+    assert volumes[cgroup["name"]]["hostPath"] == {"path": "/sys/fs/cgroup", "type": "Directory"}
+    hostpaths = [v for v in pod["volumes"] if "hostPath" in v]
+    assert hostpaths == [volumes[cgroup["name"]]], "no other host path"
+    assert all(m["readOnly"] for m in memmon["volumeMounts"] if m["name"] == cgroup["name"])
+    assert "emptyDir" in volumes[mounts["/var/lib/memmon"]["name"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    config = json.loads(next(d for d in by_kind(node_docs, "ConfigMap") if d["metadata"]["name"] == "memmon")[
+        "data"]["config.json"])  # fmt: skip
+    assert config["node"]["cgroup_root"] == "/host/sys/fs/cgroup"
+
+
+def test_node_name_comes_from_the_downward_api(node_docs: list[dict[str, Any]]) -> None:
+    """NODE_NAME is spec.nodeName (the config's node.name is null so memmon falls back to it); POD_NAME and
+    POD_NAMESPACE come from metadata."""
+    env = env_map(container(daemonset_pod(node_docs), "memmon"))
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "MEMMON_TARGET__MEMORY_LIMIT_BYTES" not in env
+    args = container(daemonset_pod(node_docs), "memmon")["args"]
+    assert "--match" not in args and flag(args, "--bind") == "0.0.0.0"
+
+
+def test_node_runs_on_every_node_at_node_critical_priority(
+    node_docs: list[dict[str, Any]], helm: Helm
+) -> None:
+    """Tolerations for every taint (operator Exists), priorityClassName system-node-critical, Linux nodes only,
+    resources set; both are values."""
+    pod = daemonset_pod(node_docs)
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert container(pod, "memmon")["resources"] == {
+        "requests": {"cpu": "50m", "memory": "96Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    custom = daemonset_pod(
+        helm.template(
+            sets=["node.priorityClassName=", "node.nodeSelector.pool=a"],
+            set_json=['node.tolerations=[{"key":"gpu","operator":"Exists","effect":"NoSchedule"}]'],
+        )
+    )
+    assert "priorityClassName" not in custom
+    assert custom["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert custom["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "a"}
+
+
+RBAC_CASES = {
+    # (node.restart, node.annotatePods): the ClusterRole's verbs per resource
+    ("evict", True): {
+        "pods": ["get", "list", "patch", "watch"],
+        "events": ["create"],
+        "pods/eviction": ["create"],
+    },
+    ("evict", False): {"pods": ["get", "list", "watch"], "events": ["create"], "pods/eviction": ["create"]},
+    ("signal", True): {"pods": ["get", "list", "patch", "watch"], "events": ["create"]},
+    ("signal", False): {"pods": ["get", "list", "watch"], "events": ["create"]},
+    ("none", True): {"pods": ["get", "list", "patch", "watch"], "events": ["create"]},
+    ("none", False): {"pods": ["get", "list", "watch"], "events": ["create"]},
+}
+
+
+@pytest.mark.parametrize("case", list(RBAC_CASES), ids=[f"{r}-annotate={a}" for r, a in RBAC_CASES])
+def test_cluster_role_has_exactly_the_verbs_of_the_chosen_features(
+    helm: Helm, case: tuple[str, bool]
+) -> None:
+    """pods get/list/watch and events create always; pods/eviction create only with restart evict; pods patch
+    only with annotatePods; nothing else, no Role."""
+    restart, annotate = case
+    docs = helm.template(sets=[f"node.restart={restart}", f"node.annotatePods={str(annotate).lower()}"])
+    assert cluster_rules(docs) == RBAC_CASES[case]
+    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
+    config = json.loads(next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "memmon")[
+        "data"]["config.json"])  # fmt: skip
+    assert config["node"]["restart"] == restart and config["node"]["annotate_pods"] is annotate
+
+
+@pytest.mark.parametrize("restart", ["evict", "none"])
+def test_node_is_non_root_without_host_pid_unless_signal(helm: Helm, restart: str) -> None:
+    """restart evict (the default) and none: uid 65532, runAsNonRoot, every capability dropped and none added,
+    read-only root, RuntimeDefault seccomp, no hostPID."""
+    pod = daemonset_pod(helm.template(sets=[f"node.restart={restart}"]))
+    assert "hostPID" not in pod
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+    context = container(pod, "memmon")["securityContext"]
+    assert context == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_signal_restart_adds_host_pid_and_kill_only(helm: Helm) -> None:
+    """restart signal: hostPID true and uid 0 with every capability dropped but KILL (added capabilities reach a
+    non-root process only through the ambient set, which Kubernetes does not set); still no privilege
+    escalation, read-only root, RuntimeDefault seccomp; config strategy signal."""
+    docs = helm.template((SIGNAL_EXAMPLE,))
+    pod = daemonset_pod(docs)
+    assert pod["hostPID"] is True
+    assert "runAsNonRoot" not in pod["securityContext"] and "runAsUser" not in pod["securityContext"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container(pod, "memmon")["securityContext"]
+    assert context == {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["KILL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "privileged" not in context
+    config = json.loads(next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "memmon")[
+        "data"]["config.json"])  # fmt: skip
+    assert config["auto_response"]["emergency_actions"]["graceful_restart"] == {
+        "strategy": "signal",
+        "grace_seconds": 20,
+        "cooldown_seconds": 300,
+    }
+
+
+def test_node_config_section_has_exactly_the_node_keys(node_docs: list[dict[str, Any]]) -> None:
+    """The ConfigMap's node section: enabled, name null (NODE_NAME), cgroup_root, select, namespaces,
+    exclude_namespaces, containers, restart, annotate_pods, max_restarts_per_hour, at the chart's defaults; the
+    graceful restart is the Eviction API."""
+    config = json.loads(next(d for d in by_kind(node_docs, "ConfigMap") if d["metadata"]["name"] == "memmon")[
+        "data"]["config.json"])  # fmt: skip
+    assert config["node"] == {
+        "enabled": True,
+        "name": None,
+        "cgroup_root": "/host/sys/fs/cgroup",
+        "select": "all",
+        "namespaces": [],
+        "exclude_namespaces": [],
+        "containers": True,
+        "restart": "evict",
+        "annotate_pods": True,
+        "max_restarts_per_hour": 10,
+    }
+    assert config["auto_response"]["emergency_actions"]["graceful_restart"] == {
+        "strategy": "kubernetes-evict",
+        "grace_seconds": 30,
+        "cooldown_seconds": 300,
+        "evict_attempts": 5,
+    }
+
+
+def test_memmon_accepts_the_node_environment(helm: Helm, tmp_path: Path) -> None:
+    """memmon loads the node example's config with the DaemonSet's environment: node mode on, the node's name from
+    NODE_NAME, the namespaces excluded, the restart cap."""
+    from memmon.config import ConfigError, load_settings
+
+    docs = helm.template((NODE_EXAMPLE,))
+    config_map = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "memmon")
+    path = tmp_path / "config.json"
+    path.write_text(config_map["data"]["config.json"])
+    env = env_map(container(daemonset_pod(docs), "memmon"))
+    fake = {
+        "NODE_NAME": "node-7",
+        "POD_NAME": "memmon-x2k9",
+        "POD_NAMESPACE": "memmon",
+        "POD_UID": "0b5c1a52-0000-4000-8000-000000000000",
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/x",
+        "MEMMON_ALERTING__WEBHOOK_URL": "https://hooks.invalid/x",
+        "MEMMON_ALERTING__SMTP__PASSWORD": "pw",
+        "MEMMON_API_TOKEN": "token",
+    }
+    assert sorted(env) == sorted(fake)
+    try:
+        settings = load_settings(path, environ=fake)
+    except ConfigError as error:
+        pytest.fail(f"memmon refuses the node environment: {error}")
+    assert settings.node.enabled is True and settings.node.node_name() == "node-7"
+    assert settings.node.exclude_namespaces == ["kube-system", "kube-node-lease"]
+    assert settings.node.max_restarts_per_hour == 6
+
+
+def test_monitoring_objects_follow_enabled_and_the_cluster(helm: Helm) -> None:
+    """Node mode, enabled auto (the default): ServiceMonitor and PrometheusRule where the cluster serves their CRDs
+    and not elsewhere, the dashboard ConfigMap always; true forces them, false removes them."""
+
+    def kinds(docs: list[dict[str, Any]]) -> set[str]:
+        names = {doc["kind"] for doc in docs if doc["kind"] in CRD_KINDS}
+        if any(doc["metadata"]["name"] == "memmon-dashboard" for doc in by_kind(docs, "ConfigMap")):
+            names.add("dashboard")
+        return names
+
+    assert kinds(template_for_cluster(helm)) == {"ServiceMonitor", "PrometheusRule", "dashboard"}
+    assert kinds(template_for_cluster(helm, apis=())) == {"dashboard"}
+    forced = ["serviceMonitor.enabled=true", "prometheusRule.enabled=true"]
+    assert kinds(template_for_cluster(helm, sets=tuple(forced), apis=())) == {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "dashboard",
+    }
+    off = ("serviceMonitor.enabled=false", "prometheusRule.enabled=false", "grafanaDashboard.enabled=false")
+    assert kinds(template_for_cluster(helm, sets=off)) == set()
+
+
+def test_node_service_monitor_keeps_the_watched_pods_labels(helm: Helm) -> None:
+    """Node mode's ServiceMonitor scrapes the Service's metrics port, adds the node, and drops the operator's
+    namespace/pod/container target labels (memmon's own) so memmon's namespace/pod/container labels of the
+    watched pods survive; user relabelings follow."""
+    docs = template_for_cluster(helm, sets=("serviceMonitor.relabelings[0].targetLabel=cluster",
+                                            "serviceMonitor.relabelings[0].replacement=prod"))  # fmt: skip
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"},
+        {"action": "labeldrop", "regex": "(namespace|pod|container)"},
+        {"targetLabel": "cluster", "replacement": "prod"},
+    ]
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())[
+        "groups"]  # fmt: skip
+    dashboard = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "memmon-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["memmon-dashboard.json"]) == json.loads(
+        (CHART / "files" / "memmon-dashboard.json").read_text()
+    )
+
+
+@pytest.mark.parametrize("variant", SIDECAR_VARIANTS)
+def test_sidecar_mode_renders_no_daemonset_and_no_cluster_role(helm: Helm, variant: Variant) -> None:
+    """mode: sidecar (and the sidecar examples) render no DaemonSet, no ClusterRole, no ClusterRoleBinding."""
+    docs = helm.template(*variant)
+    assert not {"DaemonSet", "ClusterRole", "ClusterRoleBinding"} & {doc["kind"] for doc in docs}
+
+
+def test_demo_needs_sidecar_mode(helm: Helm) -> None:
+    """demo.enabled in node mode fails the render saying it needs mode: sidecar."""
+    done = helm.run("template", "memmon", str(CHART), "--set", "demo.enabled=true")
+    assert done.returncode != 0 and "demo.enabled needs mode: sidecar" in done.stderr, done.stderr

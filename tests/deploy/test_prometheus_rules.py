@@ -128,3 +128,32 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
     alerts = {rule["alert"] for rule in alerting_rules()}
     assert alerts - fired == set(), "never shown firing"
     assert alerts - silent == set(), "never shown not firing"
+
+
+def test_target_alerts_name_the_pod_and_container_in_node_mode() -> None:
+    """The per-target alerts' summaries name namespace/pod (and the container) when the series carry them, the
+    target otherwise; the promtool tests show both forms on node-mode series."""
+    who = (
+        "{{ with $labels.pod }}pod {{ $labels.namespace }}/{{ . }}{{ with $labels.container }} container {{ . }}"
+        "{{ end }}{{ else }}{{ $labels.target }}{{ end }}"
+    )
+    rules = alerting_rules()
+    per_target = [rule for rule in rules if "$labels.target" in rule["annotations"]["summary"]]
+    assert {rule["alert"] for rule in per_target} == {
+        "MemmonMemoryWarning",
+        "MemmonMemoryCritical",
+        "MemmonMemoryEmergency",
+        "MemmonMemoryLeakSuspected",
+        "MemmonCheckStalled",
+    }
+    for rule in per_target:
+        assert who in rule["annotations"]["summary"], rule["alert"]
+    summaries = {
+        alert["exp_annotations"]["summary"]
+        for group in load(RULE_TESTS)["tests"]
+        for case in group.get("alert_rule_test", [])
+        for alert in case.get("exp_alerts", [])
+    }
+    assert "memmon: pod shop/web-0 memory at EMERGENCY level" in summaries
+    assert "memmon: pod shop/web-0 container app memory at EMERGENCY level" in summaries
+    assert "memmon: app memory at EMERGENCY level" in summaries

@@ -73,6 +73,7 @@ def panel_queries() -> list[tuple[str, str, str, str]]:
 def concrete(expr: str, instance: str, target: str) -> str:
     """Grafana's variables replaced as Grafana does for this Prometheus and a ``target`` regex."""
     values = {"job": "memmon", "instance": instance, "target": target, "__range": "1m",
+              "namespace": ".*", "pod": ".*", "container": ".*",  # the variables at All, as Grafana sends it
               "__rate_interval": "10s", "__interval": "2s", "datasource": ""}  # fmt: skip
     return re.sub(r"\$\{?(\w+)(?::\w+)?\}?", lambda m: values.get(m.group(1), m.group(0)), expr)
 

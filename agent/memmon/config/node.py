@@ -6,14 +6,13 @@ server restricted to the node (``memmon.kits.pod_watch``); ``memmon.noderoster``
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
 from memmon.config.rules import Unsure, problem
-from memmon.config.sections import Int, Section, split_list
+from memmon.config.sections import Int, Section, _environ, split_list
 
 NODE_NAME_ENV = "NODE_NAME"
 """The variable the chart sets from the downward API (``spec.nodeName``); the fallback of ``node.name``."""
@@ -54,14 +53,27 @@ class NodeSettings(Section):
     """Watch pod cgroups the API has not named (yet, or while it is unreachable) as ``pod-<uid>``; they are
     alerted on but never evicted (no name to evict by)."""
 
+    @model_validator(mode="after")
+    def _name_from_environment(self) -> NodeSettings:
+        """``name`` null: ``NODE_NAME`` of the environment the settings are loaded from, read once here."""
+        if self.enabled and self.name is None:
+            found = _environ().get(NODE_NAME_ENV, "").strip()
+            if found:
+                object.__setattr__(self, "name", found)
+        return self
+
     def node_name(self) -> str | None:
-        """``name``, else ``NODE_NAME`` from the environment (None when neither is set)."""
-        return self.name or os.environ.get(NODE_NAME_ENV) or None
+        """``name`` (or ``NODE_NAME`` as it was at load time); None when neither is set."""
+        return self.name
 
     def rule_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
         """A node name when enabled; namespaces with ``select: namespaces``."""
         problems = []
-        if self.enabled and not unsure("name") and self.node_name() is None:
+        if (
+            self.enabled
+            and not unsure("name")
+            and not (self.name or _environ().get(NODE_NAME_ENV, "").strip())
+        ):
             problems.append(
                 problem(
                     "node mode needs the node's name",

@@ -59,6 +59,11 @@ class PodOverrides:
     problems: tuple[AnnotationProblem, ...] = ()
 
 
+def is_setting(key: str) -> bool:
+    """Whether an annotation key is one a pod's owner sets for memmon (not one memmon writes itself)."""
+    return key.startswith(PREFIX) and key[len(PREFIX) :] not in WRITTEN_BY_MEMMON
+
+
 def pod_overrides(
     annotations: Mapping[str, str], thresholds: ThresholdSettings, auto_response: AutoResponseSettings
 ) -> PodOverrides:

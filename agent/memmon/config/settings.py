@@ -34,7 +34,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from memmon.config.actions import SERVER_PRESETS, AutoResponseSettings
 from memmon.config.file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
-from memmon.config.node import NodeSettings
+from memmon.config.node import NODE_NAME_ENV, NodeSettings
 from memmon.config.rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
 from memmon.config.sections import (
     LOAD_ENVIRON,
@@ -609,7 +609,8 @@ def load_settings(
 def check_config_file(
     path: str | os.PathLike[str] | None, *, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
-    """The settings of the file (and flags) alone, defaults, no environment variables; ``ConfigError`` if
-    invalid."""
-    environ = {name: os.environ[name] for name in ("HOME", "XDG_STATE_HOME") if name in os.environ}
+    """The settings of the file (and flags) alone, defaults, no environment variables (but where defaults come
+    from: the home directory, and the node's name a DaemonSet gives node mode); ``ConfigError`` if invalid."""
+    kept = ("HOME", "XDG_STATE_HOME", NODE_NAME_ENV)
+    environ = {name: os.environ[name] for name in kept if name in os.environ}
     return load_settings(path, overrides=overrides, environ=environ)

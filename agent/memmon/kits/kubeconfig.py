@@ -41,21 +41,26 @@ class KubeConfig:
         cls,
         environ: Mapping[str, str] = os.environ,
         sa_dir: Path = SERVICE_ACCOUNT_DIR,
+        *,
+        own_pod: bool = True,
     ) -> KubeConfig | None:
         """The pod's own configuration, or None outside a cluster (:func:`why_not_in_cluster` says why).
 
         ``MEMMON_KUBE_API`` (an ``http(s)://host:port`` URL) replaces the service-host variables and
         ``MEMMON_KUBE_TOKEN_FILE``/``MEMMON_KUBE_CA_FILE`` the service-account files, for tests and for running
         outside the cluster. ``POD_NAME`` is required, ``POD_NAMESPACE`` falls back to the service-account
-        ``namespace`` file, ``POD_UID`` is optional.
+        ``namespace`` file, ``POD_UID`` is optional; with ``own_pod=False`` (node mode: the calls are about other
+        pods) neither is required.
         """
-        found = _resolve(environ, sa_dir)
+        found = _resolve(environ, sa_dir, own_pod=own_pod)
         return found if isinstance(found, KubeConfig) else None
 
 
-def why_not_in_cluster(environ: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT_DIR) -> str:
+def why_not_in_cluster(
+    environ: Mapping[str, str] = os.environ, sa_dir: Path = SERVICE_ACCOUNT_DIR, *, own_pod: bool = True
+) -> str:
     """Why :meth:`KubeConfig.in_cluster` gives None for these arguments; ``""`` when it gives a config."""
-    found = _resolve(environ, sa_dir)
+    found = _resolve(environ, sa_dir, own_pod=own_pod)
     return "" if isinstance(found, KubeConfig) else found
 
 
@@ -71,7 +76,7 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-def _resolve(environ: Mapping[str, str], sa_dir: Path) -> KubeConfig | str:
+def _resolve(environ: Mapping[str, str], sa_dir: Path, *, own_pod: bool = True) -> KubeConfig | str:
     override = _env(environ, "MEMMON_KUBE_API")
     if override:
         parts = urlsplit(override)
@@ -112,10 +117,10 @@ def _resolve(environ: Mapping[str, str], sa_dir: Path) -> KubeConfig | str:
         ca_file = None
 
     namespace = _env(environ, "POD_NAMESPACE") or read_text(sa_dir / "namespace") or ""
-    if not namespace:
+    if not namespace and own_pod:
         return f"the pod's namespace is unknown: POD_NAMESPACE is not set and {sa_dir / 'namespace'} is unreadable"
     pod = _env(environ, "POD_NAME")
-    if not pod:
+    if not pod and own_pod:
         return "POD_NAME is not set: expose it with the downward API (env valueFrom fieldRef metadata.name)"
     return KubeConfig(
         host=host,

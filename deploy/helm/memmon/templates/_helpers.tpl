@@ -117,7 +117,51 @@ imagePullSecrets entries from names or objects.
 memmon's configuration file, as pretty JSON (the "config" value).
 */}}
 {{- define "memmon.configJson" -}}
-{{- toPrettyJson (default (dict) .Values.config) }}
+{{- $config := deepCopy (default (dict) .Values.config) }}
+{{- if eq .Values.mode "node" }}
+{{- $node := .Values.node }}
+{{- $section := deepCopy (default (dict) (get $config "node")) }}
+{{- $_ := set $section "enabled" true }}
+{{- $_ = set $section "name" nil }}
+{{- $_ = set $section "cgroup_root" $node.cgroupMountPath }}
+{{- $_ = set $section "select" $node.select }}
+{{- $_ = set $section "namespaces" $node.namespaces }}
+{{- $_ = set $section "exclude_namespaces" $node.excludeNamespaces }}
+{{- $_ = set $section "containers" $node.containers }}
+{{- $_ = set $section "restart" $node.restart }}
+{{- $_ = set $section "annotate_pods" $node.annotatePods }}
+{{- $_ = set $section "max_restarts_per_hour" $node.maxRestartsPerHour }}
+{{- $_ = set $config "node" $section }}
+{{- $actions := deepCopy (default (dict) (get $config "auto_response")) }}
+{{- $emergency := deepCopy (default (dict) (get $actions "emergency_actions")) }}
+{{- $restart := deepCopy (default (dict) (get $emergency "graceful_restart")) }}
+{{- $strategies := dict "evict" "kubernetes-evict" "signal" "signal" "none" "none" }}
+{{- $_ = set $restart "strategy" (get $strategies $node.restart) }}
+{{- $_ = set $restart "grace_seconds" $node.gracefulRestart.graceSeconds }}
+{{- $_ = set $restart "cooldown_seconds" $node.gracefulRestart.cooldownSeconds }}
+{{- if eq $node.restart "evict" }}
+{{- $_ = set $restart "evict_attempts" $node.gracefulRestart.evictAttempts }}
+{{- end }}
+{{- $_ = set $emergency "graceful_restart" $restart }}
+{{- $_ = set $actions "emergency_actions" $emergency }}
+{{- $_ = set $config "auto_response" $actions }}
+{{- end }}
+{{- toPrettyJson $config }}
+{{- end }}
+
+{{/*
+Whether the chart runs in node mode (a DaemonSet): "true" or "".
+*/}}
+{{- define "memmon.nodeMode" -}}
+{{- if eq .Values.mode "node" }}true{{ end }}
+{{- end }}
+
+{{/*
+Labels of the DaemonSet's pods beyond the selector labels; the Service selects node-mode pods by them.
+*/}}
+{{- define "memmon.nodeSelectorLabels" -}}
+{{ include "memmon.selectorLabels" . }}
+app.kubernetes.io/component: node
 {{- end }}
 
 {{/*
@@ -167,4 +211,48 @@ A probe from values whose httpGet gets a default port: (dict "probe" <probe> "po
 {{- $_ := set $probe.httpGet "port" .port }}
 {{- end }}
 {{- toYaml $probe }}
+{{- end }}
+
+{{/*
+Whether an optional object is rendered: (dict "enabled" <true|false|"auto"> "api" <group/version/kind or ""> "root" .).
+"auto" renders it in node mode only, and only where the cluster serves "api" (the prometheus-operator's CRDs:
+`helm install` asks the cluster, `helm template` knows only what --api-versions adds). "true" or "".
+*/}}
+{{- define "memmon.wants" -}}
+{{- $enabled := toString .enabled }}
+{{- if eq $enabled "true" }}true
+{{- else if and (eq $enabled "auto") (eq .root.Values.mode "node") }}
+{{- if or (not .api) (.root.Capabilities.APIVersions.Has .api) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The securityContext of the node-mode container: containerSecurityContext (non-root, no capability), except with
+node.restart signal: uid 0 with every capability dropped but KILL. Kubernetes hands added capabilities to a
+non-root process only through the ambient set, which it never sets (kubernetes/kubernetes#56374), so signalling
+other users' processes (the containers' main processes, through hostPID) needs uid 0 with CAP_KILL.
+*/}}
+{{- define "memmon.nodeContainerSecurityContext" -}}
+{{- if eq .Values.node.restart "signal" }}
+{{- $context := omit (deepCopy .Values.containerSecurityContext) "runAsNonRoot" "runAsUser" "runAsGroup" "capabilities" }}
+{{- $_ := set $context "runAsNonRoot" false }}
+{{- $_ = set $context "runAsUser" 0 }}
+{{- $_ = set $context "runAsGroup" 0 }}
+{{- $_ = set $context "capabilities" (dict "drop" (list "ALL") "add" (list "KILL")) }}
+{{- toYaml $context }}
+{{- else }}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod securityContext of the DaemonSet: the "securityContext" value, without the non-root user settings when
+node.restart is signal (the container runs as uid 0, see memmon.nodeContainerSecurityContext).
+*/}}
+{{- define "memmon.nodePodSecurityContext" -}}
+{{- if eq .Values.node.restart "signal" }}
+{{- toYaml (omit (deepCopy .Values.securityContext) "runAsNonRoot" "runAsUser" "runAsGroup") }}
+{{- else }}
+{{- toYaml .Values.securityContext }}
+{{- end }}
 {{- end }}
