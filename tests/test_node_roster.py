@@ -61,7 +61,7 @@ def roster(tree: Tree, **node: Any) -> NodeRoster:
     settings = load_settings(
         None, overrides={"node": {"enabled": True, "name": NODE, "cgroup_root": str(tree.root), **node}}
     )
-    return NodeRoster(settings, tree.listed)
+    return NodeRoster(settings)
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def tree(tmp_path: Path) -> Tree:
 def test_each_pod_and_container_is_a_target_with_its_labels_and_the_sandbox_is_not(tree: Tree) -> None:
     """A pod with two containers: the pod, each container (labels namespace/pod/container); the sandbox left out."""
     tree.pod("shop", "web-1", ("app", "proxy"))
-    view = roster(tree).view()
+    view = roster(tree).view(tree.listed())
     assert set(view.targets) == {"shop/web-1", "shop/web-1/app", "shop/web-1/proxy"}
     assert view.targets["shop/web-1"].labels == {"namespace": "shop", "pod": "web-1"}
     assert view.targets["shop/web-1/proxy"].labels == {
@@ -97,10 +97,12 @@ def test_selection_all_annotated_namespaces_and_exclusions(tree: Tree) -> None:
         """The pod targets of a view."""
         return {name for name, target in view.targets.items() if target.container is None}
 
-    view = roster(tree, exclude_namespaces=["kube-system"]).view()
+    view = roster(tree, exclude_namespaces=["kube-system"]).view(tree.listed())
     assert pods(view) == {"shop/a", "shop/b"} and view.excluded == 2
-    assert pods(roster(tree, select="annotated").view()) == {"shop/b"}
-    assert pods(roster(tree, select="namespaces", namespaces=["kube-system"]).view()) == {"kube-system/d"}
+    assert pods(roster(tree, select="annotated").view(tree.listed())) == {"shop/b"}
+    assert pods(roster(tree, select="namespaces", namespaces=["kube-system"]).view(tree.listed())) == {
+        "kube-system/d"
+    }
 
 
 def test_annotations_set_thresholds_restart_and_routing_and_wrong_ones_are_problems(tree: Tree) -> None:
@@ -113,7 +115,7 @@ def test_annotations_set_thresholds_restart_and_routing_and_wrong_ones_are_probl
         "memmon.io/grace-seconds": "soon",
     }
     uid, _ = tree.pod("shop", "web", annotations=annotations)
-    view = roster(tree).view()
+    view = roster(tree).view(tree.listed())
     container = view.targets["shop/web/app"]
     assert container.settings.thresholds.memory_percent_warning == 60
     assert container.restart == "signal"
@@ -154,11 +156,11 @@ def test_a_pod_the_api_has_not_named_is_watched_by_uid_and_never_evicted(tree: T
     """An unlisted pod cgroup: target pod-<uid> (no containers), restart none under evict; with unknown_pods off or
     another selection, not watched."""
     uid, _ = tree.pod("shop", "ghost", listed=False)
-    view = roster(tree).view()
+    view = roster(tree).view(tree.listed())
     assert set(view.targets) == {f"pod-{uid}"} and view.unknown == 1
     assert view.targets[f"pod-{uid}"].restart == "none"
-    assert not roster(tree, unknown_pods=False).view().targets
-    assert not roster(tree, select="annotated").view().targets
+    assert not roster(tree, unknown_pods=False).view(tree.listed()).targets
+    assert not roster(tree, select="annotated").view(tree.listed()).targets
 
 
 def test_a_static_pod_joins_by_its_mirror_annotation(tree: Tree) -> None:
@@ -174,7 +176,10 @@ def test_a_static_pod_joins_by_its_mirror_annotation(tree: Tree) -> None:
     )
     info = pod_info(mirror)
     tree.pods[info.cgroup_uid] = info
-    assert set(roster(tree).view().targets) == {"kube-system/etcd-node-1", "kube-system/etcd-node-1/etcd"}
+    assert set(roster(tree).view(tree.listed()).targets) == {
+        "kube-system/etcd-node-1",
+        "kube-system/etcd-node-1/etcd",
+    }
 
 
 def test_an_unchanged_pod_keeps_its_target_and_a_changed_annotation_replaces_it(tree: Tree) -> None:
@@ -182,12 +187,12 @@ def test_an_unchanged_pod_keeps_its_target_and_a_changed_annotation_replaces_it(
     memmon.io annotation gives a new one with the new settings."""
     uid, _ = tree.pod("shop", "web")
     nodes = roster(tree)
-    first = nodes.view().targets
-    second = nodes.view().targets
+    first = nodes.view(tree.listed()).targets
+    second = nodes.view(tree.listed()).targets
     assert all(second[name] is target for name, target in first.items())
     pod = tree.pods[uid]
     tree.pods[uid] = PodInfo(**{**pod.__dict__, "annotations": {"memmon.io/memory-percent-warning": "55"}})
-    third = nodes.view().targets
+    third = nodes.view(tree.listed()).targets
     assert third["shop/web/app"] is not first["shop/web/app"]
     assert third["shop/web/app"].settings.thresholds.memory_percent_warning == 55
 

@@ -82,9 +82,7 @@ class NodeMode:
             )
         else:
             self.watch = PodWatch(self.kube, node_name, on_change=self._changed.set)
-        self.roster = NodeRoster(
-            settings, self.watch.pods if self.watch is not None else dict, discover=discover
-        )
+        self.roster = NodeRoster(settings, discover=discover)
         graceful = settings.auto_response.emergency_actions.graceful_restart
         self.gate = NodeRestartGate(
             max_per_hour=self.node.max_restarts_per_hour,
@@ -139,7 +137,9 @@ class NodeMode:
 
     async def refresh(self) -> NodeView:
         """Bring the agent's targets in step with the node now."""
-        view = await asyncio.to_thread(self.roster.view)
+        # The pods are copied here, on the loop: the watch changes its map on the loop, the walk runs in a thread.
+        pods = self.watch.pods() if self.watch is not None else {}
+        view = await asyncio.to_thread(self.roster.view, pods)
         self._count(view)
         for name, target in view.targets.items():
             running = self.current.get(name)
@@ -164,6 +164,9 @@ class NodeMode:
             self.gate.forget(uid)
             client = self._clients.pop(uid)
             await client.close()
+        self._told = {
+            told for told in self._told if told[0] in view.problems
+        }  # fixed ones are told again if broken
         for uid, (pod, problems) in view.problems.items():
             for problem in problems:
                 told = (uid, problem.key, problem.value)

@@ -63,18 +63,16 @@ class NodeView:
 
 
 class NodeRoster:
-    """Joins ``discover()`` (the pod cgroups) with ``pods()`` (the API's pods of the node, by cgroup UID)."""
+    """Joins ``discover(root)`` (the pod cgroups) with the API's pods of the node."""
 
     def __init__(
         self,
         settings: Settings,
-        pods: Callable[[], Mapping[str, PodInfo]],
         *,
         discover: Callable[[Path], tuple[PodCgroup, ...]] = discover_pods,
     ) -> None:
         self.settings = settings
         self.node = settings.node
-        self.pods = pods
         self.discover = discover
         self._overrides: dict[tuple[str, str], PodOverrides] = {}
         """Parsed annotations by (pod UID, their memmon.io/ keys and values): parsed once per change."""
@@ -82,9 +80,9 @@ class NodeRoster:
         """Targets by what they were built from: a target's settings are validated once, and an unchanged target
         is the same object at the next view (the agent keeps its watch running)."""
 
-    def view(self) -> NodeView:
-        """The targets now (one directory walk and a dictionary join)."""
-        known = self.pods()
+    def view(self, known: Mapping[str, PodInfo]) -> NodeView:
+        """The targets now, given the API's pods of the node by cgroup UID (one directory walk and a join).
+        One view at a time (it keeps what it built for the next)."""
         self._used: set[tuple[object, ...]] = set()
         targets: dict[str, PodTarget] = {}
         problems: dict[str, tuple[PodInfo, tuple[AnnotationProblem, ...]]] = {}

@@ -75,8 +75,8 @@ class NodeRestartGate:
 
 
 class GatedRestart:
-    """``inner`` behind the node's gate for pod ``pod``: refused restarts come back as failed results saying why
-    (so the runner's fallback and its ``restarts cannot keep up`` accounting see them)."""
+    """``inner`` behind the node's gate for pod ``pod``: a restart held back comes back as a skipped (failed)
+    result saying why."""
 
     def __init__(
         self,
@@ -93,7 +93,8 @@ class GatedRestart:
         self.clock = clock
 
     async def restart(self, reason: str) -> ActionResult:
-        """The inner strategy's result, or a failure naming the rule that held it back."""
+        """The inner strategy's result, or a skipped result naming the rule that held it back (a skip is told
+        coalesced and does not count against the target's ``max_restarts_per_hour``)."""
         why = self.gate.begin(self.pod)
         if why is not None:
             log.info("restart of pod %s held back: %s", self.pod, why)
@@ -102,7 +103,7 @@ class GatedRestart:
                 success=False,
                 started_at=self.clock(),
                 duration_seconds=0.0,
-                detail=frozen_mapping({"pod_uid": self.pod, "held_back": why}),
+                detail=frozen_mapping({"pod_uid": self.pod, "held_back": why, "skipped": True}),
                 error=f"held back: {why}",
             )
         try:

@@ -231,6 +231,8 @@ class Restarts:
         """A restart that freed nothing counts against ``max_restarts_per_hour``: where what it freed is known,
         by that alone (a recycle that freed its worker's memory helped, even if the kernel killed another worker
         meanwhile); else by its success."""
+        if result.detail.get("skipped"):
+            return  # held back before anything ran (node mode's gate): nothing was tried, nothing failed
         freed = result.detail.get("freed_bytes")
         if (freed == 0) if freed is not None else not result.success:
             self._failures.append(self.clock())
