@@ -197,3 +197,44 @@ async def test_only_one_restart_runs_at_a_time(make_monitor: Any, stubborn: subp
         await monitor.stop_monitoring()
     assert len(restarts(monitor)) == 1
     assert terms_received(stubborn) == 1
+
+
+class HeldBack:
+    """A strategy whose every restart is held back before it runs (as node mode's gate does)."""
+
+    name = "restart:held"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def restart(self, reason: str) -> ActionResult:
+        self.calls += 1
+        return ActionResult(
+            self.name, False, time.time(), 0.0, {"skipped": True}, error="held back: pod busy"
+        )
+
+
+async def test_restarts_held_back_before_running_do_not_count_against_the_hourly_maximum(
+    make_monitor: Any, stubborn: subprocess.Popen[str]
+) -> None:
+    """With max_restarts_per_hour 1, two held-back restarts are both tried and reported skipped: a hold-back
+    tried nothing, so it never makes restarts "cannot keep up"."""
+    monitor = make_monitor(agent_settings(stubborn.pid, max_restarts_per_hour=1))
+    held = HeldBack()
+    monitor.actions.restarts.strategy = held
+    emergency = monitor.evaluator.rule.thresholds
+    await monitor.start_monitoring()  # the first check enters emergency: held back once
+    try:
+        await wait_until(lambda: held.calls == 1)
+        monitor.evaluator.rule.thresholds = NO_THRESHOLDS
+        await monitor.check_now()
+        monitor.evaluator.rule.thresholds = emergency
+        await monitor.check_now()
+        await wait_until(lambda: held.calls == 2)
+        await wait_until(lambda: monitor.actions.restarts._idle)
+    finally:
+        await monitor.stop_monitoring()
+    results = [r for r in monitor.recent_actions() if r.action == "restart:held"]
+    assert len(results) == 2 and all(r.detail["skipped"] for r in results)
+    assert not any(r.detail.get("cannot_keep_up") for r in monitor.recent_actions())
+    assert terms_received(stubborn) == 0
