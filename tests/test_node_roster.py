@@ -13,7 +13,7 @@ import pytest
 from memmon.actions.pod_gate import GatedRestart, NodeRestartGate
 from memmon.config import load_settings
 from memmon.config.pod_annotations import pod_overrides
-from memmon.kits.pod_watch import PodInfo, pod_info
+from memmon.kits.pod_info import PodInfo, pod_info
 from memmon.model import ActionResult
 from memmon.noderoster import NodeRoster, NodeView
 from tests.actions.kube_standin import make_pod

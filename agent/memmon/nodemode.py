@@ -29,7 +29,8 @@ from memmon.actions.targets import TargetProcesses
 from memmon.config import Settings
 from memmon.kits.kubeconfig import KubeConfig, why_not_in_cluster
 from memmon.kits.kubernetes_client import KubernetesClient
-from memmon.kits.pod_watch import PodInfo, PodWatch
+from memmon.kits.pod_info import PodInfo
+from memmon.kits.pod_watch import PodWatch
 from memmon.noderoster import NodeRoster, NodeView, PodTarget
 from memmon.sampling.kubepods import PodCgroup, discover_pods, kubepods_root, main_pids
 from memmon.telemetry import Telemetry

@@ -23,7 +23,7 @@ from memmon.config import Settings
 from memmon.config.pod_annotations import AnnotationProblem, PodOverrides, is_setting, pod_overrides
 from memmon.config.sections import AlertLevelSettings
 from memmon.config.targets import TargetEntry
-from memmon.kits.pod_watch import PodInfo
+from memmon.kits.pod_info import PodInfo
 from memmon.model import ALERT_LEVELS
 from memmon.sampling.kubepods import PodCgroup, discover_pods
 

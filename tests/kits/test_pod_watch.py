@@ -14,7 +14,8 @@ import pytest
 
 from memmon.kits.kubeconfig import KubeConfig
 from memmon.kits.kubernetes_client import KubeError, KubernetesClient
-from memmon.kits.pod_watch import PodInfo, PodWatch, parse_quantity
+from memmon.kits.pod_info import PodInfo, parse_quantity
+from memmon.kits.pod_watch import PodWatch
 from tests.actions.kube_standin import NODE, POD_UID, TOKEN, KubeStandin, make_pod
 from tests.waiting import wait_until
 
