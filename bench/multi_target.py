@@ -191,8 +191,9 @@ def multi_target_refusal(paths: Sequence[str], tmp: Path) -> str | None:
     return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
 
 
-def spawn(conf: dict[str, object], directory: Path) -> Agent:
-    """One agent on 127.0.0.1 with ``conf``, its state and log in ``directory``; ``/metrics`` on its health port."""
+def spawn(conf: dict[str, object], directory: Path, env: dict[str, str] | None = None) -> Agent:
+    """One agent on 127.0.0.1 with ``conf``, its state and log in ``directory``; ``/metrics`` on its health port.
+    ``env``: variables added to the agent's environment (after memmon's own were removed)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(conf))
     port = free_port()
@@ -202,7 +203,7 @@ def spawn(conf: dict[str, object], directory: Path) -> Agent:
             [*memmon_head(), "--config", str(directory / "config.json"), "--bind", "127.0.0.1",
              "--health-port", str(port), "--prometheus-port", "0", "--state-dir", str(directory / "state"),
              "--log-level", "WARNING"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**child_env(), **(env or {})},
         )  # fmt: skip
     return Agent(proc, port, directory / "state", log)
 

@@ -20,6 +20,7 @@ The protocol is the API's "efficient detection of changes"
   k8s.io/apiserver/pkg/storage/cacher/cacher.go), or as HTTP 410: the client must clear its cache, list again
   and watch from the new list's resourceVersion.
 
+The pods are kept by the uid the kubelet names their cgroup by (:attr:`~memmon.kits.pod_info.PodInfo.cgroup_uid`).
 The bearer token, CA bundle and user agent are used as :class:`~memmon.kits.kubernetes_client.KubernetesClient`
 uses them (the token file re-read every minute and on a 401).
 """
