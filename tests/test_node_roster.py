@@ -248,3 +248,19 @@ async def test_a_gated_restart_held_back_fails_saying_why_and_does_not_run() -> 
     second = await GatedRestart(inner, gate, "pod-a").restart("emergency")
     assert first.success and not second.success
     assert inner.calls == 1 and "cool-down" in str(second.error)
+
+
+def test_node_mode_leaves_memory_high_to_the_kubelet_unless_the_guard_is_explicitly_on(tree: Tree) -> None:
+    """The memory.high guard's ``auto`` is off for pods (the kubelet owns memory.high on v2); ``on`` is kept."""
+    tree.pod("shop", "web")
+    default = roster(tree).view(tree.listed()).targets["shop/web/app"]
+    assert default.settings.auto_response.memory_high_guard.enabled == "off"
+    settings = load_settings(
+        None,
+        overrides={
+            "node": {"enabled": True, "name": NODE, "cgroup_root": str(tree.root)},
+            "auto_response": {"memory_high_guard": {"enabled": "on"}},
+        },
+    )
+    explicit = NodeRoster(settings).view(tree.listed()).targets["shop/web/app"]
+    assert explicit.settings.auto_response.memory_high_guard.enabled == "on"

@@ -27,6 +27,8 @@ from memmon.sampling.usage_gauge import CgroupUsage, GaugeSpec, ProcessRss
 from memmon.sampling.usage_watch import UsageWatcher, WatchPlan
 
 log = logging.getLogger("memmon.monitor")
+_TOLD: set[str] = set()
+"""The memory-event problems this process has logged at warning level (their cgroup path left out)."""
 
 
 class KernelWatch:
@@ -166,7 +168,12 @@ class KernelWatch:
             events.attach(asyncio.get_running_loop())
             events.arm(wanted)
             for problem in events.problems:
-                log.warning("memory events: %s; relying on polling and the usage watcher", problem)
+                # Said once per kind of problem per agent: a node-mode agent on a read-only tree has hundreds of
+                # targets failing the same way (the others at debug).
+                kind = problem.replace(str(location.directory), "<cgroup>")
+                level = logging.DEBUG if kind in _TOLD else logging.WARNING
+                _TOLD.add(kind)
+                log.log(level, "memory events: %s; relying on polling and the usage watcher", problem)
         elif tuple(wanted) != events.armed:
             events.arm(wanted)
 

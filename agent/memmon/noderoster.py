@@ -180,6 +180,10 @@ class NodeRoster:
         emergency = dict(response.get("emergency_actions", {}))
         emergency["graceful_restart"] = {**emergency.get("graceful_restart", {}), **graceful}
         response["emergency_actions"] = emergency
+        if self.settings.auto_response.memory_high_guard.enabled != "on":
+            # ``auto`` is off here: on cgroup v2 the kubelet owns memory.high (its MemoryQoS feature), and systemd
+            # may rewrite a unit's; only an explicit "on" lets memmon write into the kubelet's cgroups.
+            response["memory_high_guard"] = {"enabled": "off"}
         entry = TargetEntry.model_construct(
             cgroup=str(directory),
             name=name,
