@@ -21,6 +21,7 @@ BENCHMARKS = (
     "usage_watch.py",
     "footprint.py",
     "multi_target.py",
+    "node_mode.py",
     "oom_race.py",
     "alert_latency.py",
     "leaks.py",
