@@ -5,16 +5,20 @@ is in ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``; the service accou
 ``namespace`` are mounted under /var/run/secrets/kubernetes.io/serviceaccount (unless
 ``automountServiceAccountToken`` is false); the pod's own name and uid come from the downward API (``POD_NAME``,
 ``POD_UID``). Projected service-account tokens expire (an hour by default) and the kubelet rewrites the file
-before they do, so :class:`KubeConfig` keeps the token file's path for the client to re-read.
+before they do, so :class:`KubeConfig` keeps the token file's path, which :class:`BearerToken` re-reads.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+log = logging.getLogger("memmon.kubernetes")
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -131,3 +135,46 @@ def _resolve(environ: Mapping[str, str], sa_dir: Path, *, own_pod: bool = True) 
         token_file=str(token_file),
         pod_uid=_env(environ, "POD_UID") or None,
     )
+
+
+TOKEN_REFRESH_SECONDS = 60.0
+"""How often the token file is re-read (client-go's cached file token source does it every minute)."""
+
+
+class BearerToken:
+    """A :class:`KubeConfig`'s service-account token as the kubelet rotates it: ``current()`` re-reads the token
+    file every ``refresh`` seconds, ``reload()`` at once (after a 401). An unreadable or empty file keeps the old
+    token."""
+
+    def __init__(
+        self,
+        config: KubeConfig,
+        *,
+        refresh: float = TOKEN_REFRESH_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.refresh = refresh
+        self.monotonic = monotonic
+        self._token = config.token
+        self._read_at: float | None = None
+
+    def current(self) -> str:
+        """The token, re-read first when it is older than ``refresh``."""
+        if self.config.token_file is not None and (
+            self._read_at is None or self.monotonic() - self._read_at >= self.refresh
+        ):
+            self.reload()
+        return self._token
+
+    def reload(self) -> bool:
+        """Re-read the token file now; True when the token changed."""
+        self._read_at = self.monotonic()
+        if self.config.token_file is None:
+            return False
+        text = read_text(Path(self.config.token_file))
+        if not text or text == self._token:
+            return False
+        self._token = text
+        log.debug("service-account token reloaded from %s", self.config.token_file)
+        return True

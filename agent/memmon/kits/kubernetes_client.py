@@ -36,20 +36,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from memmon.kits.http_client import HttpAnswer, HttpClient, HttpFailure, one_line
-from memmon.kits.kubeconfig import KubeConfig, read_text
+from memmon.kits.kubeconfig import TOKEN_REFRESH_SECONDS, BearerToken, KubeConfig
 
 log = logging.getLogger("memmon.kubernetes")
 
 EVENT_TYPES = ("Normal", "Warning")
 EVENT_MESSAGE_CHARS = 1024
 """Longer Event messages are cut (events.k8s.io caps its ``note`` at 1 kB)."""
-TOKEN_REFRESH_SECONDS = 60.0
-"""How often the token file is re-read (client-go's cached file token source does it every minute)."""
 MERGE_PATCH = "application/merge-patch+json"
 _ANSWER_EXCERPT = 200
 
@@ -113,8 +110,7 @@ class KubernetesClient:
         self.pod_uid: str | None = config.pod_uid
         self.last_status: int | None = None
         """The HTTP status of the latest answer (None when the latest call got none)."""
-        self._token = config.token
-        self._token_read_at: float | None = None
+        self._token = BearerToken(config, refresh=token_refresh, monotonic=monotonic)
         self._http = HttpClient(
             user_agent=user_agent or product_user_agent(component),
             headers={"Accept": "application/json"},
@@ -203,32 +199,13 @@ class KubernetesClient:
         if isinstance(metadata, dict) and isinstance(metadata.get("uid"), str) and metadata["uid"]:
             self.pod_uid = metadata["uid"]
 
-    def _reload_token(self) -> bool:
-        """Re-read the token file; True when the token changed. An unreadable or empty file keeps the old one."""
-        self._token_read_at = self.monotonic()
-        if self.config.token_file is None:
-            return False
-        text = read_text(Path(self.config.token_file))
-        if not text or text == self._token:
-            return False
-        self._token = text
-        log.debug("service-account token reloaded from %s", self.config.token_file)
-        return True
-
-    def _current_token(self) -> str:
-        if self.config.token_file is not None and (
-            self._token_read_at is None or self.monotonic() - self._token_read_at >= self.token_refresh
-        ):
-            self._reload_token()
-        return self._token
-
     async def _request(
         self, method: str, path: str, *, body: object | None = None, content_type: str = "application/json"
     ) -> dict[str, Any]:
         """One call (two when a 401 reveals a rotated token); the decoded JSON object answered, or KubeError."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         answer = await self._send(method, path, data, content_type)
-        if answer.status == 401 and self._reload_token():
+        if answer.status == 401 and self._token.reload():
             answer = await self._send(method, path, data, content_type)
         decoded = _decode_object(answer.text)
         if answer.ok:
@@ -236,7 +213,7 @@ class KubernetesClient:
         raise _failure(method, path, answer, decoded)
 
     async def _send(self, method: str, path: str, data: bytes | None, content_type: str) -> HttpAnswer:
-        headers = {"Authorization": f"Bearer {self._current_token()}"}
+        headers = {"Authorization": f"Bearer {self._token.current()}"}
         if data is not None:
             headers["Content-Type"] = content_type
         self.last_status = None

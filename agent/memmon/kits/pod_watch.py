@@ -32,14 +32,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
 from memmon.kits.http_client import HttpClient, HttpFailure, one_line
-from memmon.kits.kubeconfig import KubeConfig, read_text
-from memmon.kits.kubernetes_client import TOKEN_REFRESH_SECONDS, product_user_agent
+from memmon.kits.kubeconfig import BearerToken, KubeConfig
+from memmon.kits.kubernetes_client import product_user_agent
 from memmon.kits.pod_info import PodInfo, pod_info
 
 log = logging.getLogger("memmon.kubernetes.watch")
@@ -103,8 +102,7 @@ class PodWatch:
         self._streak = 0
         self._closed = False
         self._inner: asyncio.Task[None] | None = None
-        self._token = config.token
-        self._token_read_at: float | None = None
+        self._token = BearerToken(config, monotonic=monotonic)
         self._http = HttpClient(
             user_agent=product_user_agent("memmon"),
             headers={"Accept": "application/json"},
@@ -204,7 +202,7 @@ class PodWatch:
                 )  # fmt: skip
             except HttpFailure as failure:
                 raise _Failed(f"GET {path}: {failure.reason}") from None
-            if answer.status == 401 and attempt == 0 and self._reload_token():
+            if answer.status == 401 and attempt == 0 and self._token.reload():
                 continue
             break
         assert answer is not None
@@ -250,7 +248,7 @@ class PodWatch:
                     "GET", self._url(path), headers=self._headers(), connect_timeout=CONNECT_SECONDS,
                     read_timeout=self.timeout_seconds + WATCH_GRACE_SECONDS,
                 ) as stream:  # fmt: skip
-                    if stream.status == 401 and attempt == 0 and self._reload_token():
+                    if stream.status == 401 and attempt == 0 and self._token.reload():
                         continue
                     if stream.status == 410:
                         raise _Expired(f"watch from resourceVersion {self.resource_version}: HTTP 410 Gone")
@@ -337,22 +335,7 @@ class PodWatch:
         return self.config.host.rstrip("/") + path
 
     def _headers(self) -> dict[str, str]:
-        if self.config.token_file is not None and (
-            self._token_read_at is None or self.monotonic() - self._token_read_at >= TOKEN_REFRESH_SECONDS
-        ):
-            self._reload_token()
-        return {"Authorization": f"Bearer {self._token}"}
-
-    def _reload_token(self) -> bool:
-        """Re-read the token file; True when the token changed (an unreadable or empty file keeps the old)."""
-        self._token_read_at = self.monotonic()
-        if self.config.token_file is None:
-            return False
-        text = read_text(Path(self.config.token_file))
-        if not text or text == self._token:
-            return False
-        self._token = text
-        return True
+        return {"Authorization": f"Bearer {self._token.current()}"}
 
 
 def _status_reason(method: str, path: str, status: int, text: str) -> str:
