@@ -264,3 +264,18 @@ def test_node_mode_leaves_memory_high_to_the_kubelet_unless_the_guard_is_explici
     )
     explicit = NodeRoster(settings).view(tree.listed()).targets["shop/web/app"]
     assert explicit.settings.auto_response.memory_high_guard.enabled == "on"
+
+
+def test_a_pod_deleted_from_the_api_keeps_its_name_while_its_cgroup_lingers(tree: Tree) -> None:
+    """A terminating pod (gone from the API, its cgroup still there) keeps its targets, not renamed pod-<uid>;
+    once its cgroup is gone too, it is gone from the view."""
+    uid, _ = tree.pod("shop", "web")
+    nodes = roster(tree)
+    before = nodes.view(tree.listed()).targets
+    del tree.pods[uid]
+    during = nodes.view(tree.listed()).targets
+    assert set(during) == {"shop/web", "shop/web/app"}
+    assert during["shop/web"] is before["shop/web"]
+    for directory in sorted((tree.root / "kubepods").rglob("*"), key=lambda d: len(d.parts), reverse=True):
+        directory.rmdir()
+    assert not nodes.view(tree.listed()).targets

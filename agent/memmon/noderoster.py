@@ -76,6 +76,8 @@ class NodeRoster:
         self.discover = discover
         self._overrides: dict[tuple[str, str], PodOverrides] = {}
         """Parsed annotations by (pod UID, their memmon.io/ keys and values): parsed once per change."""
+        self._seen: dict[str, PodInfo] = {}
+        """The pods named at the latest view, by cgroup UID (kept while their cgroup lives on)."""
         self._built: dict[tuple[object, ...], PodTarget] = {}
         """Targets by what they were built from: a target's settings are validated once, and an unchanged target
         is the same object at the next view (the agent keeps its watch running)."""
@@ -87,8 +89,12 @@ class NodeRoster:
         targets: dict[str, PodTarget] = {}
         problems: dict[str, tuple[PodInfo, tuple[AnnotationProblem, ...]]] = {}
         excluded = unknown = 0
+        seen: dict[str, PodInfo] = {}
         for cgroup in self.discover(Path(self.node.cgroup_root)):
-            pod = known.get(cgroup.uid)
+            # A pod the API no longer lists while its cgroup lingers (deleted, terminating) keeps its name.
+            pod = known.get(cgroup.uid) or self._seen.get(cgroup.uid)
+            if pod is not None:
+                seen[cgroup.uid] = pod
             if pod is None:
                 unknown += 1
                 if self.node.unknown_pods and self.node.select == "all":
@@ -116,7 +122,8 @@ class NodeRoster:
                 targets[full] = self._target(
                     full, container.directory, cgroup.uid, pod, container_name, overrides
                 )
-        self._overrides = {key: value for key, value in self._overrides.items() if key[0] in known}
+        self._seen = seen
+        self._overrides = {key: value for key, value in self._overrides.items() if key[0] in seen}
         self._built = {key: value for key, value in self._built.items() if key in self._used}
         return NodeView(targets, excluded, unknown, problems)
 
