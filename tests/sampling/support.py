@@ -32,7 +32,8 @@ def proc_tree(tmp_path: Path, layout: str, mounts: Mapping[str, Path]) -> Path:
     """Copy ``fixtures/proc/<layout>`` to ``tmp_path`` and point its mountinfo mount points at fixture dirs.
 
     The recorded mountinfo files keep their real mount points (``/sys/fs/cgroup/memory``...); ``mounts`` maps
-    each one to be redirected to a fixture tree, so the code under test finds the recorded cgroup files.
+    each one to be redirected to a fixture tree, so the code under test finds the recorded cgroup files. Without a
+    recorded ``self``, memmon's own mountinfo is the first process's (the same mount namespace).
     """
     root = tmp_path / "proc"
     shutil.copytree(FIXTURES / "proc" / layout, root)
@@ -44,6 +45,10 @@ def proc_tree(tmp_path: Path, layout: str, mounts: Mapping[str, Path]) -> Path:
                 fields[4] = str(mounts[fields[4]])
             lines.append(" ".join(fields))
         mountinfo.write_text("\n".join(lines) + "\n")
+    own = root / "self" / "mountinfo"
+    if not own.exists():  # memmon in the recorded processes' mount namespace (their container, or the host)
+        own.parent.mkdir()
+        shutil.copyfile(min(root.glob("[0-9]*/mountinfo")), own)
     return root
 
 

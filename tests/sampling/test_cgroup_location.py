@@ -59,6 +59,75 @@ def test_hybrid_host_without_v2_memory_uses_v1(tmp_path: Path) -> None:
     assert locate_cgroup_of(4242, proc_root=proc) == CgroupLocation(CGROUP_V1 / "unlimited", 1, "/unlimited")
 
 
+def _container_proc(tmp_path: Path, fstype: str, own_root: str, their_root: str, their_path: str) -> Path:
+    """A /proc where memmon's container and the target's container each mount only their own cgroup at the same
+    /sys/fs/cgroup[/memory] (podman and Docker do; recorded shape of mountinfo), pid 4242 being the target."""
+    mount_point, super_options = (
+        ("/sys/fs/cgroup", "rw") if fstype == "cgroup2" else ("/sys/fs/cgroup/memory", "rw,memory")
+    )
+
+    def mountinfo(root: str) -> str:
+        return (
+            "1067 1016 0:74 / / rw,relatime - overlay overlay rw\n"
+            f"1080 1067 0:30 {root} {mount_point} ro,nosuid,nodev,noexec,relatime - {fstype} cgroup {super_options}\n"
+        )
+
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(mountinfo(own_root))
+    (proc / "4242").mkdir()
+    (proc / "4242" / "mountinfo").write_text(mountinfo(their_root))
+    line = f"0::{their_path}" if fstype == "cgroup2" else f"11:memory:{their_path}"
+    (proc / "4242" / "cgroup").write_text(line + "\n")
+    # The target's root file system, where its own mount shows its own cgroup's files.
+    theirs = tmp_path / "their-root"
+    (theirs / mount_point.lstrip("/")).mkdir(parents=True)
+    usage = "memory.current" if fstype == "cgroup2" else "memory.usage_in_bytes"
+    (theirs / mount_point.lstrip("/") / usage).write_text("1048576\n")
+    (proc / "4242" / "root").symlink_to(theirs)
+    # What memmon's own identical mount point shows (its own container's cgroup) must not be taken for theirs.
+    return proc
+
+
+def test_a_process_of_another_container_is_found_through_its_own_root_v1(tmp_path: Path) -> None:
+    """Sidecar, v1: the app's cgroup is under none of memmon's mounts, so it is read at /proc/<pid>/root plus the
+    app's own mount point, never at that mount point in memmon's namespace (memmon's own container there)."""
+    proc = _container_proc(
+        tmp_path,
+        "cgroup",
+        "/libpod_parent/libpod-sidecar",
+        "/libpod_parent/libpod-app",
+        "/libpod_parent/libpod-app",
+    )
+    location = locate_cgroup_of(4242, proc_root=proc)
+    assert location == CgroupLocation(
+        proc / "4242" / "root" / "sys" / "fs" / "cgroup" / "memory", 1, "/libpod_parent/libpod-app"
+    )
+
+
+def test_a_process_of_another_cgroup_namespace_is_found_through_its_own_root_v2(tmp_path: Path) -> None:
+    """Sidecar, v2 with private cgroup namespaces: the app's path reads ``/../libpod-app`` from memmon's namespace
+    and its own mount's root the same; the match gives the app's /sys/fs/cgroup through /proc/<pid>/root."""
+    proc = _container_proc(tmp_path, "cgroup2", "/", "/../libpod-app", "/../libpod-app")
+    location = locate_cgroup_of(4242, proc_root=proc)
+    assert location == CgroupLocation(proc / "4242" / "root" / "sys" / "fs" / "cgroup", 2, "/libpod-app")
+
+
+def test_another_containers_process_without_a_reachable_root_is_unavailable(tmp_path: Path) -> None:
+    """When /proc/<pid>/root cannot be reached (another user's process, or gone), the app's cgroup is unavailable
+    rather than memmon's own container's cgroup mistaken for it."""
+    proc = _container_proc(
+        tmp_path,
+        "cgroup",
+        "/libpod_parent/libpod-sidecar",
+        "/libpod_parent/libpod-app",
+        "/libpod_parent/libpod-app",
+    )
+    (proc / "4242" / "root").unlink()
+    with pytest.raises(SourceUnavailable, match=r"libpod-app is under no cgroup v1 memory mount"):
+        locate_cgroup_of(4242, proc_root=proc)
+
+
 def test_unknown_pid_is_unavailable(tmp_path: Path) -> None:
     """A pid without /proc/<pid>/cgroup raises SourceUnavailable naming the file."""
     with pytest.raises(SourceUnavailable, match=r"cgroup of pid 999: .*No such file or directory"):

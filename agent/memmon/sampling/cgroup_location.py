@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,10 +141,15 @@ def _place(cgroup_path: str, mounts: list[_Mount]) -> Path | None:
 
 
 def locate_cgroup_of(pid: int | str = "self", *, proc_root: Path = Path("/proc")) -> CgroupLocation:
-    """The memory cgroup of ``pid`` from its ``cgroup`` and ``mountinfo`` files; v2 if it has memory.
+    """The memory cgroup of ``pid`` from its ``cgroup`` file; v2 if it has memory.
 
-    The mount points are taken as paths in memmon's own mount namespace: right for memmon itself, for
-    processes in its container, and for host processes when memmon runs on the host. Raises
+    The path is placed under memmon's own cgroup mounts (``/proc/self/mountinfo``): right for memmon itself, for
+    processes in its container, and for host processes when memmon runs on the host. A process in *another*
+    container seen through a shared PID namespace (a sidecar) lies under none of memmon's mounts, which show only
+    memmon's own container; its cgroup is then reached through that process's own mounts, as
+    ``/proc/<pid>/root/<its mount point>`` (reading it needs ptrace read access to the process: the same user and
+    no capability it lacks, proc(5) "/proc/pid/root"). The target's mount points are never read as paths in
+    memmon's namespace: the same ``/sys/fs/cgroup/memory`` is a different cgroup there. Raises
     ``SourceUnavailable`` naming what is missing (the process, a memory hierarchy, a mount).
     """
     base = proc_root / str(pid)
@@ -151,7 +157,7 @@ def locate_cgroup_of(pid: int | str = "self", *, proc_root: Path = Path("/proc")
         lines = (base / "cgroup").read_text(errors="replace").splitlines()
     except OSError as exc:
         raise SourceUnavailable(f"cgroup of pid {pid}: {base / 'cgroup'}: {exc.strerror or exc}") from exc
-    mounts = _cgroup_mounts(base / "mountinfo")
+    own = _cgroup_mounts(proc_root / "self" / "mountinfo")
     v2_path: str | None = None
     v1_path: str | None = None
     for line in lines:
@@ -165,19 +171,49 @@ def locate_cgroup_of(pid: int | str = "self", *, proc_root: Path = Path("/proc")
             v1_path = path
     reasons: list[str] = []
     if v2_path is not None:
-        directory = _place(v2_path, [m for m in mounts if m.fstype == "cgroup2"])
+        directory = _place(v2_path, [m for m in own if m.fstype == "cgroup2"])
+        if directory is None or not (directory / "memory.current").is_file():
+            directory = _through_its_root(base, v2_path, lambda m: m.fstype == "cgroup2") or directory
         if directory is not None and (directory / "memory.current").is_file():
             return CgroupLocation(directory, 2, _normalize(v2_path))
         where = f"{directory}" if directory is not None else "no cgroup2 mount shows it"
         reasons.append(f"v2 cgroup {v2_path} has no memory controller ({where})")
     if v1_path is not None:
-        directory = _place(v1_path, [m for m in mounts if m.v1_memory])
+        directory = _place(v1_path, [m for m in own if m.v1_memory])
+        if directory is None or not directory.is_dir():
+            directory = _through_its_root(base, v1_path, lambda m: m.v1_memory) or directory
         if directory is not None:
             return CgroupLocation(directory, 1, _normalize(v1_path))
         reasons.append(f"v1 memory cgroup {v1_path} is under no cgroup v1 memory mount")
     if v2_path is None and v1_path is None:
         reasons.append("no memory hierarchy in /proc/<pid>/cgroup")
     raise SourceUnavailable(f"cgroup of pid {pid}: " + "; ".join(reasons))
+
+
+def _through_its_root(base: Path, cgroup_path: str, wanted: Callable[[_Mount], bool]) -> Path | None:
+    """``cgroup_path`` under the process's own mounts, reached through ``<base>/root``; None when no mount of the
+    process shows it or the directory cannot be reached (another user's process, a process that has exited).
+
+    A path outside the reader's cgroup namespace (``/../x``, cgroup-v2.rst "Namespace") is shown the same way in
+    the process's mountinfo root, so a container at the root of its own mount matches it exactly.
+    """
+    if base.name == "self":
+        return None
+    try:
+        mounts = [m for m in _cgroup_mounts(base / "mountinfo") if wanted(m)]
+    except SourceUnavailable:
+        return None
+    for mount in mounts:
+        inside = mount.mount_point if mount.root == cgroup_path else mount.directory_of(cgroup_path)
+        if inside is None:
+            continue
+        directory = base / "root" / inside.relative_to("/")
+        try:
+            if directory.is_dir():
+                return directory
+        except OSError:  # EACCES: no ptrace read access to the process
+            continue
+    return None
 
 
 def cgroup_at(path: str | Path, *, mountinfo: Path = _MOUNTINFO) -> CgroupLocation:
