@@ -31,20 +31,30 @@ NO_NPM = (
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 
 
-def _tools(*args: str, timeout: float = 300) -> str:
-    """Run scripts/helm_tools.sh; skip when npm is missing (exit 3), fail on any other error."""
+def npm_tool(
+    script: Path, *args: str, skip_reason: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the scripts that fetch their tools with npm (exit 3: npm is missing): skip with ``skip_reason``
+    when npm is missing, fail when it does not finish within ``timeout``; the caller judges any other exit."""
     try:
         done = subprocess.run(
-            ["bash", str(TOOLS_SCRIPT), *args],
+            ["bash", str(script), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
+            cwd=REPO,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"scripts/helm_tools.sh {' '.join(args)} did not finish within {timeout:g}s")
+        pytest.fail(f"{script.relative_to(REPO)} {' '.join(args)} did not finish within {timeout:g}s")
     if done.returncode == 3 and shutil.which("npm") is None:
-        pytest.skip(NO_NPM)
+        pytest.skip(skip_reason)
+    return done
+
+
+def _tools(*args: str, timeout: float = 300) -> str:
+    """Run scripts/helm_tools.sh; skip when npm is missing (exit 3), fail on any other error."""
+    done = npm_tool(TOOLS_SCRIPT, *args, skip_reason=NO_NPM, timeout=timeout)
     if done.returncode != 0:
         pytest.fail(f"scripts/helm_tools.sh {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
     return done.stdout.strip()

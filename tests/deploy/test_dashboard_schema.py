@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import REPO
+from tests.deploy.conftest import REPO, npm_tool
 
 SCRIPT = REPO / "scripts" / "grafana_schema.sh"
 DASHBOARD = REPO / "deploy" / "helm" / "memmon" / "files" / "memmon-dashboard.json"
@@ -28,20 +27,7 @@ NO_NPM = "the dashboard schema check needs npm (scripts/grafana_schema.sh instal
 
 def run_schema(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
     """scripts/grafana_schema.sh with the arguments; skip when npm is missing (exit 3), fail when it hangs."""
-    try:
-        done = subprocess.run(
-            ["bash", str(SCRIPT), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"scripts/grafana_schema.sh {' '.join(args)} did not finish within {timeout:g}s")
-    if done.returncode == 3 and shutil.which("npm") is None:
-        pytest.skip(NO_NPM)
-    return done
+    return npm_tool(SCRIPT, *args, skip_reason=NO_NPM, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

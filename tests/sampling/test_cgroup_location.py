@@ -89,16 +89,21 @@ def _container_proc(tmp_path: Path, fstype: str, own_root: str, their_root: str,
     return proc
 
 
-def test_a_process_of_another_container_is_found_through_its_own_root_v1(tmp_path: Path) -> None:
-    """Sidecar, v1: the app's cgroup is under none of memmon's mounts, so it is read at /proc/<pid>/root plus the
-    app's own mount point, never at that mount point in memmon's namespace (memmon's own container there)."""
-    proc = _container_proc(
+def _v1_sidecar_proc(tmp_path: Path) -> Path:
+    """The v1 layout of podman's containers: each mounts its own ``/libpod_parent/libpod-<id>``."""
+    return _container_proc(
         tmp_path,
         "cgroup",
         "/libpod_parent/libpod-sidecar",
         "/libpod_parent/libpod-app",
         "/libpod_parent/libpod-app",
     )
+
+
+def test_a_process_of_another_container_is_found_through_its_own_root_v1(tmp_path: Path) -> None:
+    """Sidecar, v1: the app's cgroup is under none of memmon's mounts, so it is read at /proc/<pid>/root plus the
+    app's own mount point, never at that mount point in memmon's namespace (memmon's own container there)."""
+    proc = _v1_sidecar_proc(tmp_path)
     location = locate_cgroup_of(4242, proc_root=proc)
     assert location == CgroupLocation(
         proc / "4242" / "root" / "sys" / "fs" / "cgroup" / "memory", 1, "/libpod_parent/libpod-app"
@@ -116,13 +121,7 @@ def test_a_process_of_another_cgroup_namespace_is_found_through_its_own_root_v2(
 def test_another_containers_process_without_a_reachable_root_is_unavailable(tmp_path: Path) -> None:
     """When /proc/<pid>/root cannot be reached (another user's process, or gone), the app's cgroup is unavailable
     rather than memmon's own container's cgroup mistaken for it."""
-    proc = _container_proc(
-        tmp_path,
-        "cgroup",
-        "/libpod_parent/libpod-sidecar",
-        "/libpod_parent/libpod-app",
-        "/libpod_parent/libpod-app",
-    )
+    proc = _v1_sidecar_proc(tmp_path)
     (proc / "4242" / "root").unlink()
     with pytest.raises(SourceUnavailable, match=r"libpod-app is under no cgroup v1 memory mount"):
         locate_cgroup_of(4242, proc_root=proc)
