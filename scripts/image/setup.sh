@@ -10,7 +10,7 @@
 # 1. apt-get install podman runc and friends, mmdebstrap (needs root);
 # 2. .cache/image/<key>/base.tar: Debian bookworm minbase with python3, python3-venv, python3-pip and
 #    ca-certificates, from this host's own apt mirror (scripts/debian_sources.py); <key> hashes this script, so a
-#    changed recipe builds a new tarball (about 90 s);
+#    changed recipe builds a new tarball (about 45 s here);
 # 3. `podman import` of that tarball as localhost/memmon-base/debian-python:bookworm, then scripts/image/
 #    base.Containerfile on top of it tagged docker.io/library/python:3.11-slim-bookworm, the Dockerfile's FROM.
 #    The tag carries a label with <key>, so a base of an older recipe is rebuilt.
@@ -75,7 +75,7 @@ if [ ! -f "$tarball" ]; then
     work="$(mktemp -d "$cache/build.XXXXXX")"
     trap 'rm -rf "$work"' EXIT
     printf '%s\n' "$sources" >"$work/sources.list"
-    say "building the base tarball with mmdebstrap (about 90 s; log: $work/build.log)"
+    say "building the base tarball with mmdebstrap (about a minute; log: $work/build.log)"
     start=$SECONDS
     mmdebstrap --variant=minbase --mode=root --include="$include" \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
