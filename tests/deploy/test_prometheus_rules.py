@@ -28,6 +28,7 @@ REQUIRED_ALERTS = {
     "MemmonAlertDeliveryFailing",
     "MemmonDown",
     "MemmonCheckStalled",
+    "MemmonPodWatchFailing",
 }
 SEVERITIES = {"warning", "critical", "emergency"}
 """memmon's own level names, as its Alertmanager channel sends them."""
