@@ -450,6 +450,29 @@ async def test_v2_psi_trigger_on_a_real_psi_file_reports_memory_stall(
     print(f"\npsi trigger reported {time.monotonic() - started:.2f} s after the thrashing child started")
 
 
+async def test_v2_change_seen_when_its_trailing_report_is_due_is_reported_once(
+    v2_tree: CgroupLocation, make_events: MakeEvents
+) -> None:
+    """A change read in the same loop turn as the pending trailing report's due time is one report, not two
+    (the immediate report cancels the trailing one; CI once saw two reports 7 µs apart)."""
+    events, recorder = make_events(v2_tree)
+    events.arm([])
+    events.attach(asyncio.get_running_loop())
+    path = v2_tree.directory / "memory.events"
+    path.write_text("low 0\nhigh 1\nmax 0\noom 0\noom_kill 0\n")
+    await recorder.wait_for("memory.events changed")
+    path.write_text("low 0\nhigh 2\nmax 0\noom 0\noom_kill 0\n")
+    await asyncio.sleep(0.02)  # the second change is read: a trailing report is now pending
+    # Block the loop past the trailing report's due time and change the file meanwhile: when the loop runs again
+    # the inotify reader (I/O callbacks run first in asyncio's _run_once) and the due timer are ready together.
+    time.sleep(0.15)  # noqa: ASYNC251 -- blocking the loop is the point
+    path.write_text("low 0\nhigh 3\nmax 0\noom 0\noom_kill 0\n")
+    await asyncio.sleep(0.3)
+    reports = [at for at, reason in recorder.events if reason == "memory.events changed"]
+    assert len(reports) == 2, reports
+    assert reports[1] - reports[0] >= 0.099, reports
+
+
 def test_adaptive_interval_is_base_without_growth_or_limit() -> None:
     """No limit, no known rate, or no growth: poll at the base interval."""
     assert adaptive_interval(5.0, None, 1e6) == 5.0

@@ -304,6 +304,11 @@ class MemoryEvents:
         """Report now, or, within the quiet time after the last report, once at its end."""
         wait = self._reported.get(reason, -math.inf) + _QUIET - time.monotonic()
         if wait <= 0:
+            # A trailing report may be due in this same loop turn (asyncio runs ready I/O callbacks before due
+            # timers): this report covers it, so it must not follow 0.1 ms later.
+            pending = self._trailing.pop(reason, None)
+            if pending is not None:
+                pending.cancel()
             self._report_trailing(reason)
         elif reason not in self._trailing and self._loop is not None:
             self._trailing[reason] = self._loop.call_later(wait, self._report_trailing, reason)
