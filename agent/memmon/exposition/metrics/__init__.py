@@ -17,7 +17,8 @@ families into one per name.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable, Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -39,9 +40,11 @@ from memmon.exposition.metrics.samples import (
     judged_families,
     pressure_families,
     process_families,
+    shared_families,
 )
 from memmon.exposition.metrics.view import TargetView, target_views
 from memmon.exposition.source import MonitorView
+from memmon.model import Degradation
 
 __all__ = ["PER_TARGET", "SOURCES", "MemmonCollector", "build_registry", "render", "target_families"]
 
@@ -59,9 +62,11 @@ PER_TARGET: tuple[Callable[[TargetView], Iterator[Metric]], ...] = (
 """The per-target collectors, in the order their families appear."""
 
 
-def target_families(targets: Iterable[TargetView]) -> list[Metric]:
-    """Every per-target family of every target, one family per name (a target adds its series to it)."""
-    return merged(family for target in targets for collect in PER_TARGET for family in collect(target))
+def target_families(targets: Sequence[TargetView], degraded: Iterable[Degradation] = ()) -> list[Metric]:
+    """Every per-target family of every target, one family per name (a target adds its series to it), and with
+    several targets the series they share, once (``degraded``: the monitor's degradations)."""
+    own = (family for target in targets for collect in PER_TARGET for family in collect(target))
+    return merged(itertools.chain(own, shared_families(targets, degraded)))
 
 
 class MemmonCollector(Collector):
@@ -80,7 +85,7 @@ class MemmonCollector(Collector):
         yield from node_families(telemetry)
         yield action_family(telemetry.actions)
         yield from alerting_families(telemetry, monitor.alert_channels())
-        yield from target_families(targets)
+        yield from target_families(targets, monitor.degraded)
 
 
 def build_registry(monitor: MonitorView) -> CollectorRegistry:

@@ -1,25 +1,30 @@
 """A target's latest sample, one collector per source: the judged memory and its limit, the target processes, the
-cgroup, the host, PSI, and which sources failed. A source that was not read this check has no series."""
+cgroup, the host, PSI, and which sources failed. A source that was not read this check has no series.
+
+What every target shares (the host's memory and swap, the store, the alert channels) is the one target's own with
+a single target, as always; with several it is exposed once, as ``target="host"`` (:func:`shared_families`), not
+once per target: 6 of a node-mode target's 36 series were such copies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 
+from memmon.exposition.metrics.families import TargetSeries
 from memmon.exposition.metrics.view import TargetView
+from memmon.model import Degradation, HostSample
 
-SOURCES = (
-    "process",
-    "cgroup",
-    "host",
-    "pressure",
-    "store",
-    "kernel_events",
-    "usage_watch",
-    "memory_high_guard",
-)
+TARGET_SOURCES = ("process", "cgroup", "pressure", "kernel_events", "usage_watch", "memory_high_guard")
+"""The sources read for each target, shown at 0 until they fail."""
+SHARED_SOURCES = ("host", "store")
+"""The sources every target shares (one host reading, one store), shown at 0 until they fail; the alert channels
+(``alerting.<name>``) appear when they fail."""
+SOURCES = TARGET_SOURCES + SHARED_SOURCES
 """The sources ``memmon_source_degraded`` shows at 0 until they fail (others appear when they fail)."""
+SHARED_TARGET = "host"
+"""The ``target`` of the shared series of a multi-target agent: the host's (the host's own watch, when
+configured, is also named ``host``)."""
 
 
 def judged_families(target: TargetView) -> Iterator[Metric]:
@@ -94,11 +99,13 @@ def cgroup_families(target: TargetView) -> Iterator[Metric]:
 
 
 def host_families(target: TargetView) -> Iterator[Metric]:
-    """Host memory and swap as read with this target's check."""
+    """Host memory and swap as read with this target's check (the one target of a single-target agent only)."""
     host = target.latest.sample.host
-    if host is None:
-        return
-    series = target.series
+    if host is not None and target.shares_agent_series:
+        yield from _host_series(target.series, host)
+
+
+def _host_series(series: TargetSeries, host: HostSample) -> Iterator[Metric]:
     yield from series.gauge("memmon_host_memory_total_bytes", "Host memory.", host.total_bytes)
     yield from series.gauge(
         "memmon_host_memory_available_bytes", "Host available memory.", host.available_bytes
@@ -121,11 +128,34 @@ def pressure_families(target: TargetView) -> Iterator[Metric]:
 
 
 def degraded_families(target: TargetView) -> Iterator[Metric]:
-    """``memmon_source_degraded``: 1 for each source that failed, 0 for every other known source."""
+    """``memmon_source_degraded``: 1 for each source that failed, 0 for every other known source (of a target
+    among several: its own sources only, the shared ones are :func:`shared_families`')."""
     degraded = {d.source for d in target.degraded}
-    yield target.series.gauges(
+    known = set(SOURCES)
+    if not target.shares_agent_series:
+        degraded = {source for source in degraded if source in TARGET_SOURCES}
+        known = set(TARGET_SOURCES)
+    yield _degraded_series(target.series, degraded, known)
+
+
+def shared_families(targets: Sequence[TargetView], degraded: Iterable[Degradation]) -> Iterator[Metric]:
+    """Several targets: what they share, once, as ``target="host"``: the host's memory and swap (the freshest
+    reading among the targets') and ``memmon_source_degraded`` of the shared sources, from ``degraded`` (the
+    monitor's: the host reading, the store, the alert channels). Nothing with a single target or none."""
+    if not targets or targets[0].shares_agent_series:
+        return
+    series = TargetSeries(SHARED_TARGET)
+    readings = [(t.latest.sample.timestamp, t.latest.sample.host) for t in targets if t.latest.sample.host]
+    if readings:
+        yield from _host_series(series, max(readings, key=lambda reading: reading[0])[1])
+    failed = {d.source for d in degraded if d.source not in TARGET_SOURCES}
+    yield _degraded_series(series, failed, set(SHARED_SOURCES))
+
+
+def _degraded_series(series: TargetSeries, degraded: set[str], known: set[str]) -> Metric:
+    return series.gauges(
         "memmon_source_degraded",
         "1 when a source could not be read or a watch not armed.",
         ["source"],
-        [([source], 1 if source in degraded else 0) for source in sorted(degraded | set(SOURCES))],
+        [([source], 1 if source in degraded else 0) for source in sorted(degraded | known)],
     )

@@ -27,6 +27,9 @@ class TargetView:
     """Labels after ``target`` on its series (node mode: namespace, pod, container)."""
     actions: LabeledCounter | None = None
     """This target's actions by ``(action, outcome)``; None for a single target (``memmon_actions_total`` is it)."""
+    shares_agent_series: bool = True
+    """This target's series include what every target shares (host memory and swap, the store's and the alert
+    channels' degradation): the one target of a single-target agent; with several, those appear once, apart."""
 
     @property
     def name(self) -> str:
@@ -66,6 +69,7 @@ def target_views(monitor: MonitorView) -> tuple[TargetView, ...]:
                 alerts_resolved=telemetry.alerts_resolved if single else resolved.get(name, empty),
                 labels=watch.labels,
                 actions=None if single else actions.get(name, LabeledCounter(telemetry.actions.label_names)),
+                shares_agent_series=single,
             )
         )
     return tuple(views)
