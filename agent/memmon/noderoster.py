@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memmon.config import Settings
+from memmon.config.alerting import AlertLevelSettings
 from memmon.config.pod_annotations import AnnotationProblem, PodOverrides, is_setting, pod_overrides
-from memmon.config.sections import AlertLevelSettings
 from memmon.config.targets import TargetEntry
 from memmon.kits.pod_info import PodInfo
 from memmon.model import ALERT_LEVELS

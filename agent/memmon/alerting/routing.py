@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 
 from memmon.alerting.channel import Channel
-from memmon.config.sections import AlertingSettings
+from memmon.config.alerting import AlertingSettings
 from memmon.model import ALERT_LEVELS, Level
 
 

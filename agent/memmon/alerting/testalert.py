@@ -18,7 +18,7 @@ from memmon.alerting.channel import Channel, Delivery, DeliveryFailed, Receipt
 from memmon.alerting.log import LogChannel
 from memmon.alerting.redaction import send_redacted
 from memmon.alerting.routing import build_channels
-from memmon.config.sections import AlertingSettings
+from memmon.config.alerting import AlertingSettings
 from memmon.evaluation.evaluator import fingerprint
 from memmon.model import Alert, Level, frozen_mapping
 

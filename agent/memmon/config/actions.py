@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
+from memmon.config.fields import Float, Int, Seconds, Section, http_url
 from memmon.config.rules import problem, problems_error
-from memmon.config.sections import Float, Int, Seconds, Section, _http_url
 
 
 def _signal_name(value: Any) -> Any:
@@ -36,7 +36,7 @@ def _signal_name(value: Any) -> Any:
 
 
 SignalName = Annotated[str, BeforeValidator(_signal_name)]
-HookUrl = Annotated[SecretStr | None, AfterValidator(_http_url)]
+HookUrl = Annotated[SecretStr | None, AfterValidator(http_url)]
 
 
 class _AgentActions(Section):

@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
+from memmon.config.fields import Int, Section, split_list
 from memmon.config.rules import Unsure, problem
-from memmon.config.sections import Int, Section, _environ, split_list
+from memmon.config.sources import load_environ
 
 NODE_NAME_ENV = "NODE_NAME"
 """The variable the chart sets from the downward API (``spec.nodeName``); the fallback of ``node.name``."""
@@ -57,7 +58,7 @@ class NodeSettings(Section):
     def _name_from_environment(self) -> NodeSettings:
         """``name`` null: ``NODE_NAME`` of the environment the settings are loaded from, read once here."""
         if self.enabled and self.name is None:
-            found = _environ().get(NODE_NAME_ENV, "").strip()
+            found = load_environ().get(NODE_NAME_ENV, "").strip()
             if found:
                 object.__setattr__(self, "name", found)
         return self
@@ -72,7 +73,7 @@ class NodeSettings(Section):
         if (
             self.enabled
             and not unsure("name")
-            and not (self.name or _environ().get(NODE_NAME_ENV, "").strip())
+            and not (self.name or load_environ().get(NODE_NAME_ENV, "").strip())
         ):
             problems.append(
                 problem(

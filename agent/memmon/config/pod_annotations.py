@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memmon.config.actions import AutoResponseSettings
-from memmon.config.sections import CHANNELS, ThresholdSettings
+from memmon.config.alerting import CHANNELS
+from memmon.config.sections import ThresholdSettings
 from memmon.config.targets import TargetEntry, override_problems
 
 PREFIX = "memmon.io/"

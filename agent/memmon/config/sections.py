@@ -1,156 +1,27 @@
-"""The sections of the settings tree (see ``memmon.config.settings`` for the root and the loading).
+"""The sections of what is watched and how: sampling, leak detection, the usage watcher, the level thresholds,
+the target, memmon's own cost and the experimental features.
 
-Every section is frozen and rejects unknown keys; every field has a docstring (the generated docs use them).
-Cross-field rules are ``rule_problems`` methods (``memmon.config.rules``): several problems of one section come
-out as several lines, in the same run as the field errors. Numbers are finite (``allow_inf_nan=False`` on every
-section: JSON's ``1e309`` parses to infinity) and never booleans (``Float``/``Int``).
+The root and the loading are ``memmon.config.settings``; the other sections are ``alerting``, ``actions``
+(``auto_response``), ``node`` and ``runtime`` (server, storage, logging); the field types and the ``Section``
+base they share are ``memmon.config.fields``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import os
 import re
 from collections.abc import Mapping
-from contextvars import ContextVar
-from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_serializer,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from memmon.config.file import MAX_NESTING, too_deep_at
-from memmon.config.rules import RuleChecked, Unsure, problem, problems_error
+from memmon.config.fields import Float, Int, Percent, Port, PositiveMb, Seconds, Section, split_list
+from memmon.config.rules import Unsure, problem, problems_error
 from memmon.model import ALERT_LEVELS, Level
-
-LOAD_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("memmon_load_environ", default=None)
-"""The environment the current ``load_settings`` call reads (defaults that depend on it look here)."""
-
-CHANNELS = ("log", "slack", "webhook", "email", "alertmanager")
 
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-def split_list(value: Any) -> Any:
-    """A list from a comma-separated string or a JSON array string (env values); anything else unchanged."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            if too_deep_at(text) is not None:
-                raise problems_error(problem(f"nested deeper than {MAX_NESTING} levels"))
-            try:
-                return json.loads(text)
-            except ValueError:
-                return value
-        return [item.strip() for item in text.split(",") if item.strip()]
-    return value
-
-
-def _http_url(value: SecretStr | None) -> SecretStr | None:
-    if value is not None:
-        parts = urlsplit(value.get_secret_value().strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise problems_error(
-                problem("not an http(s) URL", got=value, expected="http://... or https://...")
-            )
-    return value
-
-
-def _email(value: str) -> str:
-    local, at, domain = value.strip().partition("@")
-    if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in value.strip()):
-        raise problems_error(
-            problem("not an email address", got=value, expected="one address like ops@example.com")
-        )
-    return value.strip()
-
-
-def _level_name(value: str) -> str:
-    name = value.strip().lower()
-    if name not in {level.label for level in ALERT_LEVELS}:
-        allowed = ", ".join(level.label for level in ALERT_LEVELS)
-        raise problems_error(problem(f"unknown level {value!r}", expected=f"one of {allowed}"))
-    return name
-
-
-def _channel(value: str) -> str:
-    name = value.strip().lower()
-    if name not in CHANNELS:
-        raise problems_error(problem(f"unknown channel {value!r}", expected=f"one of {', '.join(CHANNELS)}"))
-    return name
-
-
-def _alert_level(value: Any) -> Any:
-    if isinstance(value, str):
-        return Level[_level_name(value).upper()]
-    if value == Level.OK:
-        raise problems_error(
-            problem("'ok' cannot be used here", got=value, expected="warning, critical or emergency")
-        )
-    return value
-
-
-def _upper(value: Any) -> Any:
-    return value.strip().upper() if isinstance(value, str) else value
-
-
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _not_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value().strip():
-        raise problems_error(problem("empty", expected="a non-empty value, or null"))
-    return value
-
-
-def _not_boolean(value: Any) -> Any:
-    # pydantic's lax mode reads true as 1 for int and float fields: "check_interval": true ran at 1 s.
-    if isinstance(value, bool):
-        raise problems_error(problem("a boolean is not a number", got=value, expected="a number"))
-    return value
-
-
-def _path_given(value: Any) -> Any:
-    # Path("") is ".": an empty state_dir wrote into the working directory.
-    if isinstance(value, str) and not value.strip():
-        raise problems_error(
-            problem("empty path", got=value, expected="a path, or leave it out for the default")
-        )
-    return value
-
-
-Float = Annotated[float, BeforeValidator(_not_boolean)]
-"""A float of the settings: finite (every section's ``allow_inf_nan=False``), a boolean refused."""
-Int = Annotated[int, BeforeValidator(_not_boolean)]
-"""An int of the settings: a boolean refused."""
-Email = Annotated[str, AfterValidator(_email)]
-LevelName = Annotated[str, AfterValidator(_level_name)]
-Channel = Annotated[str, AfterValidator(_channel)]
-AlertLevel = Annotated[Level, BeforeValidator(_alert_level)]
-Port = Annotated[Int, Field(ge=0, le=65535)]
-PositiveMb = Annotated[Float, Field(gt=0)]
-Percent = Annotated[Float, Field(gt=0, le=100)]
-Seconds = Annotated[Float, Field(gt=0)]
-
-
-class Section(RuleChecked, BaseModel):
-    """Base of every section: frozen, unknown keys rejected, no inf/nan, field docstrings become descriptions;
-    cross-field rules go in ``rule_problems``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class LeakDetectionSettings(Section):
@@ -312,76 +183,6 @@ class ThresholdSettings(Section):
         return problems
 
 
-class AlertLevelSettings(Section):
-    """Where alerts of one level are sent."""
-
-    channels: Annotated[list[Channel], NoDecode, BeforeValidator(split_list)] = Field(default_factory=list)
-    """Channel names: log, slack, webhook, email, alertmanager."""
-
-
-class SmtpSettings(Section):
-    """The mail server of the ``email`` channel (recipients are ``alerting.email`` / ``ALERT_EMAIL``)."""
-
-    host: str | None = None
-    """SMTP server host; null = the email channel is not configured."""
-    port: Annotated[Int, Field(ge=1, le=65535)] = 587
-    """SMTP port (587 submission with STARTTLS, 465 implicit TLS, 25 plain)."""
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    """``starttls`` (upgrade after connecting), ``ssl`` (implicit TLS) or ``none`` (plain text)."""
-    username: str | None = None
-    """Login user; null = no AUTH."""
-    password: SecretStr | None = None
-    """Login password (secret)."""
-    from_address: Email | None = None
-    """Sender address; null = memmon@<host name>."""
-    ca_file: Annotated[str | None, BeforeValidator(_path_given)] = None
-    """CA bundle that signs the server's certificate (a private CA); null = the system's."""
-    verify_tls: bool = True
-    """Check the server certificate (switch off only for a throw-away test server)."""
-
-
-class DeliverySettings(Section):
-    """How alert deliveries are attempted and retried."""
-
-    timeout_seconds: Seconds = 10
-    """Seconds one delivery attempt may take."""
-    backoff_initial_seconds: Seconds = 1
-    """Wait before the first retry; doubled after each failure, with +-50 % jitter."""
-    backoff_max_seconds: Seconds = 300
-    """Longest wait between two retries (a receiver's Retry-After may ask for longer)."""
-    degraded_after_failures: Annotated[Int, Field(ge=1)] = 3
-    """Consecutive failed attempts after which a channel is reported degraded."""
-    spool_max_entries: Annotated[Int, Field(ge=10)] = 10_000
-    """Pending deliveries kept per channel; beyond it the oldest warnings go first, never an emergency."""
-
-
-class AlertingSettings(Section):
-    """Alert channels and how often the same alert may repeat."""
-
-    webhook_url: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
-    """Generic webhook receiving the alert payload as JSON (secret: may embed a token)."""
-    slack_webhook: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
-    """Slack incoming-webhook URL (secret)."""
-    email: Annotated[list[Email], NoDecode, BeforeValidator(split_list)] = Field(default_factory=list)
-    """Alert e-mail addresses (ALERT_EMAIL is a comma-separated list)."""
-    rate_limit_seconds: Annotated[Float, Field(ge=0)] = 300
-    """Minimum seconds between two notifications of the same alert."""
-    alert_levels: dict[LevelName, AlertLevelSettings] = Field(default_factory=dict)
-    """Channels per level name (warning, critical, emergency); a level not listed uses every configured channel."""
-    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
-    """Mail server of the email channel."""
-    alertmanager_url: Annotated[SecretStr | None, AfterValidator(_http_url)] = None
-    """Alertmanager base URL, e.g. http://127.0.0.1:9093 (secret: may carry basic-auth credentials)."""
-    alertmanager_repush_seconds: Seconds = 60
-    """Firing alerts are pushed to Alertmanager again this often (it resolves alerts not re-pushed)."""
-    instance: str | None = None
-    """The ``instance`` label and the host shown in messages; null = the host name (or POD_NAME)."""
-    send_resolved: dict[Channel, bool] = Field(default_factory=dict)
-    """Per channel, whether a resolve notification is sent when the level clears (default true)."""
-    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
-    """Timeouts, retries and the spool bound."""
-
-
 class ExperimentalSettings(Section):
     """Experimental features."""
 
@@ -473,109 +274,3 @@ class TargetSettings(Section):
                 problem("cannot be combined with target.cgroup", at="unit", expected="cgroup or unit")
             )
         return problems
-
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?", re.IGNORECASE)
-
-
-def _bind(value: str) -> str:
-    value = value.strip()
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not _HOSTNAME.fullmatch(value):
-            raise problems_error(problem("not an IP address or host name", got=value)) from None
-    return value
-
-
-class ServerSettings(Section):
-    """The health/API HTTP server."""
-
-    bind: Annotated[str, AfterValidator(_bind)] = "127.0.0.1"
-    """Address to listen on: an IP address or host name."""
-    health_port: Port = 8080
-    """Port of the health API; 0 = pick a free port."""
-    api_token: Annotated[SecretStr, AfterValidator(_not_empty)] | None = None
-    """Bearer token required by the action endpoints (secret)."""
-    ready_fail_levels: Annotated[tuple[AlertLevel, ...], NoDecode, BeforeValidator(split_list)] = (
-        Level.CRITICAL,
-        Level.EMERGENCY,
-    )
-    """Levels at which /health/ready reports not ready."""
-    live_stale_seconds: Seconds | None = None
-    """Seconds without a finished check after which /health/live fails; null = 3 * check_interval +
-    max_monitoring_time_seconds."""
-
-    @property
-    def ready_fail_level_set(self) -> frozenset[Level]:
-        """``ready_fail_levels`` as a set."""
-        return frozenset(self.ready_fail_levels)
-
-    def live_stale_after(self, check_interval: float, max_check_seconds: float) -> float:
-        """``live_stale_seconds``, or its default: three check intervals plus the longest a check may take."""
-        if self.live_stale_seconds is not None:
-            return self.live_stale_seconds
-        return 3 * check_interval + max_check_seconds
-
-    @field_serializer("ready_fail_levels")
-    def _level_names(self, levels: tuple[Level, ...]) -> list[str]:
-        return [level.label for level in levels]
-
-
-def _home(environ: Mapping[str, str]) -> Path:
-    home = environ.get("HOME")
-    return Path(home) if home else Path.home()
-
-
-def _environ() -> Mapping[str, str]:
-    environ = LOAD_ENVIRON.get()
-    return os.environ if environ is None else environ
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/memmon`` (when set and absolute), else ``~/.local/state/memmon``."""
-    environ = _environ()
-    xdg = environ.get("XDG_STATE_HOME", "")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "memmon"
-    return _home(environ) / ".local" / "state" / "memmon"
-
-
-def _expand_home(value: Any) -> Any:
-    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if text is not None and (text == "~" or text.startswith("~/")):
-        return _home(_environ()) / text[2:]
-    return value
-
-
-class StorageSettings(Section):
-    """Where history and alerts are kept (SQLite), and for how long."""
-
-    state_dir: Annotated[Path, BeforeValidator(_expand_home), BeforeValidator(_path_given)] = Field(
-        default_factory=default_state_dir
-    )
-    """Directory of the store; default $XDG_STATE_HOME/memmon, else ~/.local/state/memmon."""
-    retention_hours: Annotated[Float, Field(gt=0)] = 24
-    """Hours of check history kept."""
-    alert_retention_hours: Annotated[Float, Field(gt=0)] = 168
-    """Hours of alert history kept."""
-    flush_interval_seconds: Seconds = 5
-    """Seconds between two batched writes."""
-
-
-class LoggingSettings(Section):
-    """memmon's own log."""
-
-    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = (
-        "INFO"
-    )
-    """Log level (case-insensitive; stored upper-case)."""
-    file: Annotated[Path | None, BeforeValidator(_expand_home), BeforeValidator(_path_given)] = None
-    """Log file (the guide uses logs/production.log); null = standard error."""
-    format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
-    """``text`` or ``json`` (one object per line)."""
-    max_bytes: Annotated[Int, Field(ge=1024)] = 10 * 1024 * 1024
-    """Size at which the log file is rotated."""
-    backup_count: Annotated[Int, Field(ge=0)] = 5
-    """Rotated log files kept."""

@@ -1,161 +1,48 @@
-"""The settings tree and how it is loaded: overrides > environment > config file > defaults.
+"""The root of the settings tree and how it is loaded: overrides > environment > config file > defaults.
 
-``load_settings`` merges the layers (pydantic-settings sources), validates once and raises one ``ConfigError``
-listing every problem, one line each, with the dotted field path and, for a value from the environment, the
-variable it came from. Environment: the guide's names (``GUIDE_ENV``) and ``MEMMON_<SECTION>__<FIELD>``.
-Secrets (``SecretStr`` fields, and anything named like a token, password or webhook) never appear in errors,
-in ``repr`` or in ``redacted_dict``.
+``load_settings`` merges the layers (pydantic-settings sources, ``memmon.config.sources``), validates once and
+raises one ``ConfigError`` listing every problem, one line each, with the dotted field path and, for a value from
+the environment, the variable it came from (``memmon.config.problems``). Environment: the guide's names
+(``GUIDE_ENV``) and ``MEMMON_<SECTION>__<FIELD>``. Secrets (``SecretStr`` fields, and anything named like a
+token, password or webhook) never appear in errors, in ``repr`` or in ``redacted_dict``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-import types
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from memmon.config.actions import SERVER_PRESETS, AutoResponseSettings
-from memmon.config.file import MAX_NESTING, ConfigError, read_config_file, too_deep_at
+from memmon.config.actions import AutoResponseSettings
+from memmon.config.alerting import AlertingSettings
+from memmon.config.file import ConfigError, read_config_file
 from memmon.config.node import NODE_NAME_ENV, NodeSettings
-from memmon.config.rules import PROBLEMS, RuleChecked, Unsure, problem, problems_error
+from memmon.config.problems import redact, validation_problems
+from memmon.config.restart import restart_problems, with_server_preset
+from memmon.config.rules import RuleChecked, Unsure, problem, problems_error
+from memmon.config.runtime import LoggingSettings, ServerSettings, StorageSettings
 from memmon.config.sections import (
-    LOAD_ENVIRON,
-    AlertingSettings,
     ExperimentalSettings,
     LeakDetectionSettings,
-    LoggingSettings,
     MonitoringSettings,
     PerformanceSettings,
-    ServerSettings,
-    StorageSettings,
     TargetSettings,
     ThresholdSettings,
+)
+from memmon.config.sources import (
+    GUIDE_ENV,
+    NONE_STR,
+    Load,
+    env_and_file_sources,
+    reading,
+    unknown_env_sections,
 )
 from memmon.config.targets import TargetEntry, merged, override_problems
 
 __all__ = ["GUIDE_ENV", "ConfigError", "Settings", "check_config_file", "load_settings"]
-
-GUIDE_ENV: Mapping[str, tuple[str, str]] = {
-    "MEMORY_HEALTH_PORT": ("server", "health_port"),
-    "PROMETHEUS_PORT": ("monitoring", "prometheus_port"),
-    "MONITORING_LOG_LEVEL": ("logging", "level"),
-    "SLACK_WEBHOOK_URL": ("alerting", "slack_webhook"),
-    "ALERT_EMAIL": ("alerting", "email"),
-    "MEMMON_API_TOKEN": ("server", "api_token"),
-}
-"""The guide's environment variables (and ``MEMMON_API_TOKEN``) -> (section, field); they beat MEMMON_*."""
-
-_NONE_STR = "null"
-_SECRET_NAME = re.compile(r"passw|secret|token|api_?key|credential|webhook", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
-
-
-@dataclass
-class _Load:
-    """What the current ``load_settings`` call reads, and what its sources saw (for error provenance)."""
-
-    environ: Mapping[str, str]
-    file_data: dict[str, Any]
-    problems: list[str] | None = None
-    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-_LOAD: ContextVar[_Load | None] = ContextVar("memmon_load", default=None)
-
-
-class _GuideEnvSource(PydanticBaseSettingsSource):
-    """The guide's environment variables, as a nested dict."""
-
-    def __init__(self, settings_cls: type[BaseSettings], load: _Load) -> None:
-        super().__init__(settings_cls)
-        self.load = load
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ maps the variables itself
-
-    def __call__(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for name, (section, key) in GUIDE_ENV.items():
-            value = self.load.environ.get(name)
-            if value:  # empty = unset
-                data.setdefault(section, {})[key] = None if value == _NONE_STR else value
-        self.load.layers["guide"] = data
-        return data
-
-
-class _MemmonEnvSource(EnvSettingsSource):
-    """pydantic-settings' own env source (MEMMON_<SECTION>__<FIELD>), reading the given environ."""
-
-    def __init__(self, settings_cls: type[BaseSettings], load: _Load) -> None:
-        self.load = load
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self.load.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
-
-    def prepare_field_value(
-        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
-    ) -> Any:
-        prefix = f"MEMMON_{field_name}".upper()
-        names = sorted(
-            n for n in self.load.environ if n.upper() == prefix or n.upper().startswith(prefix + "__")
-        )
-        # json.loads recurses once per level: 50,000 '[' in one variable was a RecursionError traceback.
-        deep = [name for name in names if too_deep_at(self.load.environ[name]) is not None]
-        if deep and self.load.problems is not None:
-            for name in deep:
-                path = name[len("MEMMON_") :].lower().replace("__", ".")
-                self.load.problems.append(f"{path} (from {name}): nested deeper than {MAX_NESTING} levels")
-            return None
-        try:
-            return super().prepare_field_value(field_name, field, value, value_is_complex)
-        except ValueError as exc:
-            if self.load.problems is None:
-                raise
-            self.load.problems.append(
-                f"{field_name} (from {', '.join(names)}): cannot parse the environment: {exc}; "
-                "expected JSON for objects and arrays"
-            )
-            return None
-
-    def __call__(self) -> dict[str, Any]:
-        data = super().__call__()
-        self.load.layers["memmon"] = data
-        return data
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    """The config file, already read (``memmon.config.file``)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], load: _Load) -> None:
-        super().__init__(settings_cls)
-        self.load = load
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: the file is one dict
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.load.file_data)
 
 
 class _BothLeakDetections:
@@ -170,7 +57,7 @@ class Settings(RuleChecked, BaseSettings):
         env_prefix="MEMMON_",
         env_nested_delimiter="__",
         env_ignore_empty=True,
-        env_parse_none_str=_NONE_STR,
+        env_parse_none_str=NONE_STR,
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
@@ -216,13 +103,7 @@ class Settings(RuleChecked, BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Overrides (init kwargs) > guide env names > MEMMON_* env > config file > defaults."""
-        load = _LOAD.get() or _Load(environ=os.environ, file_data={})
-        return (
-            init_settings,
-            _GuideEnvSource(settings_cls, load),
-            _MemmonEnvSource(settings_cls, load),
-            _FileSource(settings_cls, load),
-        )
+        return (init_settings, *env_and_file_sources(settings_cls))
 
     @model_validator(mode="before")
     @classmethod
@@ -275,7 +156,7 @@ class Settings(RuleChecked, BaseSettings):
                     )
             return problems
         if not self.targets:
-            return problems + self._restart_problems(unsure)
+            return problems + restart_problems(self.auto_response, self.target, unsure)
         if self.target.model_fields_set and not unsure("target"):
             problems.append(
                 problem(
@@ -311,49 +192,15 @@ class Settings(RuleChecked, BaseSettings):
                 )
             names.setdefault(name or "", index)
             if not overrides:
-                own = self.for_target(entry)._restart_problems(lambda _path: False)
-                problems += [{**item, "at": f"{at}.{item['at']}"} for item in own]
-        return problems
-
-    def _restart_problems(self, unsure: Unsure) -> list[dict[str, Any]]:
-        """A unit for the systemd strategy; a pre-fork server for recycle."""
-        problems = []
-        restart_path = "auto_response.emergency_actions.graceful_restart"
-        restart = self.auto_response.emergency_actions.graceful_restart
-        strategy_known = not unsure(f"{restart_path}.strategy")
-        unit_known = not (unsure(f"{restart_path}.unit") or unsure("target.unit"))
-        if (
-            strategy_known
-            and unit_known
-            and restart.strategy == "systemd"
-            and not (restart.unit or self.target.unit)
-        ):
-            problems.append(
-                problem(
-                    "the systemd strategy needs a unit",
-                    at=f"{restart_path}.unit",
-                    expected="graceful_restart.unit, or target.unit / --unit",
-                )
-            )
-        if (
-            strategy_known
-            and not unsure("target.server")
-            and self.target.server is None
-            and restart.strategy == "recycle"
-        ):
-            problems.append(
-                problem(
-                    "recycle needs a pre-fork server",
-                    at=f"{restart_path}.strategy",
-                    expected="target.server (--server gunicorn|uwsgi|celery|generic)",
-                )
-            )
+                own = self.for_target(entry)
+                found = restart_problems(own.auto_response, own.target, lambda _path: False)
+                problems += [{**item, "at": f"{at}.{item['at']}"} for item in found]
         return problems
 
     @model_validator(mode="after")
     def _server_preset(self) -> Settings:
         """``target.server`` picks the strategy (when none is configured) and the worker signal."""
-        object.__setattr__(self, "auto_response", _with_server_preset(self.auto_response, self.target.server))
+        object.__setattr__(self, "auto_response", with_server_preset(self.auto_response, self.target.server))
         return self
 
     def target_entries(self) -> list[TargetEntry]:
@@ -378,7 +225,7 @@ class Settings(RuleChecked, BaseSettings):
             "target": target,
             "targets": [],
             "thresholds": thresholds,
-            "auto_response": _with_server_preset(response, target.server),
+            "auto_response": with_server_preset(response, target.server),
         }
         if entry.alert_levels is not None:
             update["alerting"] = self.alerting.model_copy(update={"alert_levels": entry.alert_levels})
@@ -393,158 +240,9 @@ class Settings(RuleChecked, BaseSettings):
 
     def redacted_dict(self) -> dict[str, Any]:
         """The effective config as JSON-ready data; secrets "***" when set, None when unset."""
-        redacted = _redact(self.model_dump(exclude={"leak_detection"}))
+        redacted = redact(self.model_dump(exclude={"leak_detection"}))
         assert isinstance(redacted, dict)
         return redacted
-
-
-def _with_server_preset(response: AutoResponseSettings, server: str | None) -> AutoResponseSettings:
-    """A pre-fork server's preset strategy (when none is configured) and worker signal."""
-    if server is None:
-        return response  # recycle without a server: see rule_problems
-    restart = response.emergency_actions.graceful_restart
-    preset = SERVER_PRESETS[server]
-    update: dict[str, Any] = {}
-    if "strategy" not in restart.model_fields_set:
-        update["strategy"] = preset.strategy
-    if restart.worker_signal is None:
-        update["worker_signal"] = preset.worker_signal
-    emergency = response.emergency_actions.model_copy(
-        update={"graceful_restart": restart.model_copy(update=update)}
-    )
-    return response.model_copy(update={"emergency_actions": emergency})
-
-
-def _redact(value: Any, key: str = "") -> Any:
-    if isinstance(value, SecretStr):
-        return "***"
-    if isinstance(value, Mapping):
-        return {str(k): _redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_redact(item, key) for item in value]
-    if isinstance(value, str) and (_SECRET_NAME.search(key) or _URL_CREDENTIALS.search(value)):
-        return "***"
-    if isinstance(value, Enum):
-        return value.value
-    return str(value) if isinstance(value, Path) else value
-
-
-# -- error formatting --------------------------------------------------------------------------------
-
-_UNSET: Any = object()
-
-
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [arg for arg in get_args(tp) if arg is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _type_at(path: tuple[Any, ...]) -> Any:
-    """The annotation of the field at ``path`` (None when the path is not in the tree)."""
-    tp: Any = Settings
-    for part in path:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            info = tp.model_fields.get(str(part))
-            if info is None:
-                return None
-            tp = info.annotation
-        elif get_origin(tp) in (list, tuple, dict):
-            tp = get_args(tp)[-1 if get_origin(tp) is dict else 0]
-        else:
-            return None
-    return _unwrap(tp)
-
-
-def _contains_secret(value: Any, key: str = "") -> bool:
-    if isinstance(value, SecretStr) or (isinstance(value, str) and _URL_CREDENTIALS.search(value)):
-        return True
-    if isinstance(value, Mapping):
-        return any(_SECRET_NAME.search(str(k)) or _contains_secret(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_contains_secret(item) for item in value)
-    return False
-
-
-def _show(path: tuple[Any, ...], value: Any) -> str:
-    named_secret = any(_SECRET_NAME.search(str(part)) for part in path) or _type_at(path) is SecretStr
-    if named_secret or _contains_secret(value):
-        return "<redacted>"
-    if isinstance(value, bool):
-        return "true" if value else "false"  # as the file spells it (Python's True is not JSON)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _has_path(layer: Any, path: tuple[Any, ...]) -> bool:
-    for part in path:
-        if not isinstance(layer, Mapping):
-            return True  # a scalar or list above the path: this layer gave the whole subtree
-        if part not in layer:
-            return False
-        layer = layer[part]
-    return True
-
-
-def _origin(load: _Load, overrides: Mapping[str, Any], path: tuple[Any, ...]) -> str:
-    """`` (from VAR)`` when the value at ``path`` came from the environment."""
-    for name, layer in (("overrides", overrides), *load.layers.items()):
-        if name != "file" and path and _has_path(layer, path):
-            if name == "guide":
-                return next((f" (from {var})" for var, at in GUIDE_ENV.items() if path[:2] == at), "")
-            if name == "memmon":
-                upper = {var.upper(): var for var in load.environ}
-                names = [
-                    "MEMMON_" + "__".join(str(p) for p in path[:size]).upper()
-                    for size in range(1, len(path) + 1)
-                ]
-                found = [upper[var] for var in reversed(names) if var in upper]  # a variable above the path
-                found = found[:1] or sorted(v for u, v in upper.items() if u.startswith(names[-1] + "__"))
-                return f" (from {', '.join(found)})" if found else ""
-            return ""
-    return ""
-
-
-def _unknown_key(path: tuple[Any, ...]) -> str:
-    model = _type_at(path[:-1])
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return "unknown key"
-    names = list(model.model_fields)
-    close = difflib.get_close_matches(str(path[-1]), names, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key; did you mean {close[0]!r}?"
-    return f"unknown key; expected one of {', '.join(names)}"
-
-
-def _problems(exc: ValidationError, load: _Load, overrides: Mapping[str, Any]) -> list[str]:
-    lines = []
-
-    def add(path: tuple[Any, ...], message: str, got: Any = _UNSET, expected: str = "") -> None:
-        text = f"{'.'.join(str(p) for p in path) or '(top level)'}{_origin(load, overrides, path)}: {message}"
-        if got is not _UNSET:
-            text += f"; got {_show(path, got)}"
-        lines.append(text + (f"; expected {expected}" if expected else ""))
-
-    for error in exc.errors(include_url=False):
-        path = tuple(part for part in error["loc"] if part != "[key]")
-        if error["type"] == PROBLEMS:
-            for item in error.get("ctx", {})["problems"]:
-                at = path + tuple(item["at"].split(".")) if item["at"] else path
-                add(at, item["message"], item.get("got", _UNSET), item["expected"])
-        elif error["type"] == "extra_forbidden":
-            add(path, _unknown_key(path))
-        else:
-            add(path, error["msg"], error["input"])
-    return lines
 
 
 def _without_none(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -554,29 +252,6 @@ def _without_none(data: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in data.items()
         if value is not None
     }
-
-
-OTHER_MEMMON_ENV = ("MEMMON_KUBE_", "MEMMON_TEST_")
-"""Variables that are not settings: the Kubernetes API override (``memmon.kits.kubeconfig``), test knobs."""
-
-
-def _unknown_env_sections(environ: Mapping[str, str]) -> list[str]:
-    """``MEMMON_*`` variables naming no section: pydantic-settings would ignore them silently (a typo)."""
-    sections = sorted(Settings.model_fields)
-    problems = []
-    for name in sorted(environ):
-        upper = name.upper()
-        if not upper.startswith("MEMMON_") or upper in GUIDE_ENV or upper.startswith(OTHER_MEMMON_ENV):
-            continue
-        section = upper.removeprefix("MEMMON_").split("__", 1)[0].lower()
-        if section not in Settings.model_fields:
-            close = difflib.get_close_matches(section, sections, n=1)
-            hint = f"; did you mean MEMMON_{close[0].upper()}__...?" if close else ""
-            problems.append(
-                f"{name}: unknown setting {section!r}{hint} (expected MEMMON_<SECTION>__<KEY>, sections: "
-                f"{', '.join(sections)})"
-            )
-    return problems
 
 
 def load_settings(
@@ -590,17 +265,16 @@ def load_settings(
     ignored); ``environ`` defaults to ``os.environ``."""
     environ = os.environ if environ is None else environ
     file_data = read_config_file(config_path) if config_path is not None else {}
-    load = _Load(environ=environ, file_data=file_data, problems=[], layers={})
+    load = Load(environ=environ, file_data=file_data, problems=[], layers={})
     init = _without_none(overrides or {})
-    load.problems = _unknown_env_sections(environ)
-    load_token, environ_token = _LOAD.set(load), LOAD_ENVIRON.set(environ)
-    try:
-        settings = Settings(**init)
-    except ValidationError as exc:
-        raise ConfigError((load.problems or []) + _problems(exc, load, init)) from None
-    finally:
-        _LOAD.reset(load_token)
-        LOAD_ENVIRON.reset(environ_token)
+    load.problems = unknown_env_sections(environ, Settings.model_fields)
+    with reading(load):
+        try:
+            settings = Settings(**init)
+        except ValidationError as exc:
+            raise ConfigError(
+                (load.problems or []) + validation_problems(exc, Settings, load, init)
+            ) from None
     if load.problems:
         raise ConfigError(load.problems)
     return settings

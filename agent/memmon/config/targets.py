@@ -15,8 +15,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from memmon.config.actions import AutoResponseSettings
+from memmon.config.alerting import AlertLevelSettings
+from memmon.config.fields import LevelName
 from memmon.config.rules import problem
-from memmon.config.sections import AlertLevelSettings, LevelName, TargetSettings, ThresholdSettings
+from memmon.config.sections import TargetSettings, ThresholdSettings
 
 __all__ = ["TargetEntry", "is_pattern", "merged", "override_problems"]
 
