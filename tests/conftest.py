@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
 import socket
@@ -170,3 +171,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         where = ", ".join(f"{path} ({count})" for path, count in files.most_common())
         terminalreporter.write_line(f"      in {where}")
     terminalreporter.write_line(f"{len(skipped)} skipped, for {len(by_reason)} reason(s)")
+
+
+@pytest.fixture
+async def sleeper() -> AsyncIterator[int]:
+    """A small real process (``sleep``) to watch as another target: its pid; killed after the test."""
+    child = await asyncio.create_subprocess_exec("sleep", "600")
+    try:
+        yield child.pid
+    finally:
+        child.kill()
+        await child.wait()

@@ -1,7 +1,8 @@
-"""The agent: one :class:`~memmon.targetwatch.TargetWatch` per watched target, sharing the store, the alert
-dispatcher, the sampling threads and memmon's own counters. With ``memmon.assembly`` (which builds the parts) and
-``memmon.targetwatch`` (one target's pipeline), the wiring. ``ProductionMemoryMonitor`` is the guide's library
-entry point.
+"""The agent: one :class:`~memmon.targetwatch.TargetWatch` per watched target (kept by
+:class:`~memmon.targetset.TargetSet`), sharing the store, the alert dispatcher, the sampling threads and memmon's
+own counters. With ``memmon.assembly`` (which builds the parts), ``memmon.targetset`` (the targets as they come and
+go) and ``memmon.targetwatch`` (one target's pipeline), the wiring. ``ProductionMemoryMonitor`` is the guide's
+library entry point: its lifecycle, and what the health API, the metrics and the library read, over every target.
 
 Threads: sampling and evaluation run in worker threads (file reads never block the event loop: one thread for one
 target, up to four shared by many); SQLite runs in another (one connection, so every store call is serialised in
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,13 +34,12 @@ from memmon.alerting.testalert import make_test_alert
 from memmon.assembly import (
     AgentParts,
     build_dispatcher,
-    build_host_sampler,
     build_pod_reporter,
-    build_sampler,
     build_store,
 )
 from memmon.config import Settings, load_settings
 from memmon.config_summary import summaries
+from memmon.kits.shared_result import SharedResult
 from memmon.model import (
     ActionResult,
     Alert,
@@ -51,12 +50,11 @@ from memmon.model import (
     LimitPrediction,
     TargetState,
 )
-from memmon.roster import Roster
 from memmon.sampling.host import HostSampler
 from memmon.sampling.snapshot import SnapshotSampler
-from memmon.storage.history import downsample
+from memmon.storage.queries import HistoryQueries
 from memmon.storage.reads import HistoryReader
-from memmon.storage.store import StoreError
+from memmon.targetset import TargetSet
 from memmon.targetwatch import TargetWatch, severity_key
 from memmon.telemetry import Telemetry
 
@@ -77,8 +75,6 @@ RESTORED_POINTS_MAX = 50_000
 HOST_MAX_AGE_SECONDS = 0.25
 """The targets of a multi-target agent (the host target too) share a ``/proc/meminfo`` reading younger than this:
 hundreds of checks a second parse it a few times."""
-RING_MIN_POINTS = 60
-"""The smallest in-memory ring of one target of a multi-target agent (longer windows are read from SQLite)."""
 
 
 class ProductionMemoryMonitor:
@@ -117,8 +113,8 @@ class ProductionMemoryMonitor:
         shrinks its capacity at critical and emergency and restores it when the level clears."""
         self.nonessential = NonessentialWorkers()
         self.store, self.recorder = build_store(self.settings, self.telemetry, clock=clock)
-        self.reader = HistoryReader(self.store.path)
-        """History queries: their own threads and connections, never the check's or the writer's."""
+        self.queries = HistoryQueries(self.recorder, self.store.path)
+        """History and alert-log reads: rings first, then the store (never on the check's or the writer's thread)."""
         self.gc_action = GcAction(self.telemetry, monotonic=monotonic, clock=clock)
         self._sample_pool: ThreadPoolExecutor | None = None
         self.parts = AgentParts(
@@ -137,8 +133,12 @@ class ProductionMemoryMonitor:
         self.pod_reporter = self.parts.pod_reporter
         self.host = HostSampler(max_age=HOST_MAX_AGE_SECONDS if self.settings.multi_target else 0.0)
         """One host reader for every target (``/proc/meminfo``)."""
-        self.roster = Roster(self.settings)
-        self.watches: dict[str, TargetWatch] = {}
+        self.target_set = TargetSet(
+            self.settings, self.parts, self.host, sampler=sampler, monotonic=monotonic
+        )
+        self.watches = self.target_set.watches
+        """One :class:`TargetWatch` per target, by name (the target set's own dict)."""
+        self.roster = self.target_set.roster
         self.node: NodeMode | None = None
         """Node mode's pods and containers (``memmon.nodemode``); None otherwise."""
         if self.settings.node.enabled:
@@ -149,91 +149,30 @@ class ProductionMemoryMonitor:
                 self.settings,
                 self.telemetry,
                 add=self._add_pod_target,
-                drop=self._drop_watch,
-                missing_for=self._missing_for,
+                drop=self.target_set.drop,
+                missing_for=self.target_set.missing_for,
                 clock=clock,
                 monotonic=monotonic,
             )
-        if self.settings.multi_target:
-            for name, own in self.roster.fixed():
-                self._add_watch(name, own)
-            if self.settings.thresholds.system_thresholds() or self.settings.thresholds.swap_thresholds():
-                self._add_watch("host", self.roster.host_settings(), host_only=True)
-        else:
-            if sampler is None:
-                sampler, _ = build_sampler(self.settings, host=self.host)
-            self._add_watch(sampler.target_label, self.settings, sampler=sampler)
-        self._check_listeners: list[Callable[[Evaluation], object]] = []
-        self._gc_count: tuple[int, float] | None = None
-        self._gc_count_task: asyncio.Task[tuple[int, float]] | None = None
-        self._gc_counted_at = -math.inf
-        self._history_problem = ""
+        self._gc_count: SharedResult[int] = SharedResult(
+            GC_COUNT_MIN_SECONDS, clock=clock, monotonic=monotonic
+        )
         self.started_at: float | None = None
         self._started_monotonic: float | None = None
         self._roster_task: asyncio.Task[None] | None = None
-        self._ring_points = self.settings.monitoring.history_size
-        """Points of history in memory per target (the whole ``history_size`` for a single target)."""
         self._running = False
-
-    def _add_watch(
-        self,
-        name: str,
-        settings: Settings,
-        *,
-        sampler: SnapshotSampler | None = None,
-        host_only: bool = False,
-        **pod: Any,
-    ) -> TargetWatch:
-        """A new target's watch (not started); ``pod`` holds node mode's labels, pod reporter and restart."""
-        multi = self.settings.multi_target
-        if host_only:
-            sampler = build_host_sampler(self.host, name)
-        elif sampler is None:
-            sampler, _ = build_sampler(settings, name=name, host=self.host)
-        watch = TargetWatch(
-            name,
-            settings,
-            self.parts,
-            sampler=sampler,
-            judge_target=not host_only,
-            judge_host=host_only or not multi,
-            named_logs=multi,
-            **pod,
-        )
-        self.watches[name] = watch
-        return watch
 
     def _add_pod_target(self, target: PodTarget) -> None:
         """Node mode: watch a pod or container (started at once when the agent runs)."""
         assert self.node is not None
         log.info("watching %s", target.name)
-        watch = self._add_watch(
+        self.target_set.add(
             target.name,
             target.settings,
             labels=target.labels,
             pod_reporter=self.node.reporter(target),
             restart=self.node.restart(target),
         )
-        if self._running:
-            watch.size_history(self._ring_points)
-            watch.start(asyncio.get_running_loop(), self._check_listeners)
-
-    async def _drop_watch(self, name: str) -> None:
-        """Stop and forget a target's watch (its series leave /metrics)."""
-        watch = self.watches.pop(name, None)
-        if watch is None:
-            return
-        log.info("target %s dropped", name)
-        watch.stop()
-        await watch.wait_stopped(1.0)
-        await watch.close(1.0)
-
-    def _missing_for(self, name: str) -> float | None:
-        """Seconds a target's watch has seen it missing; None while present (or unknown)."""
-        watch = self.watches.get(name)
-        if watch is None or watch.missing_since is None:
-            return None
-        return self.monotonic() - watch.missing_since
 
     # -- the first target's parts (the single-target API) ------------------------------------------------------
 
@@ -320,7 +259,7 @@ class ProductionMemoryMonitor:
 
     def add_check_listener(self, listener: Callable[[Evaluation], object]) -> None:
         """Call ``listener(evaluation)`` after every check of every target, on the event loop (quick work only)."""
-        self._check_listeners.append(listener)
+        self.target_set.listeners.append(listener)
 
     def register_cache(self, name: str, cache: Any) -> None:
         """A cache memmon clears at critical/emergency: a clear function, or anything with ``cache_clear()``
@@ -341,7 +280,7 @@ class ProductionMemoryMonitor:
         size = self.settings.monitoring.history_size
         recent_wanted = size if len(self.watches) == 1 else min(size * len(self.watches), RESTORED_POINTS_MAX)
         active, recent = await self.recorder.open(recent_wanted)
-        self.reader = HistoryReader(self.store.path)
+        self.queries.reopen()
         try:
             await self.dispatcher.start()
         except BaseException:
@@ -351,25 +290,17 @@ class ProductionMemoryMonitor:
             log.warning("%s", warning)
         self.started_at = self.clock()
         self._started_monotonic = self.monotonic()
-        for name, own in self.roster.refresh(set(self.watches)).added:
-            self._add_watch(name, own)
+        self.target_set.resolve()
         if self.node is not None:
             await self.node.start()
             await self.node.refresh()
-        if self.settings.multi_target:
-            # monitoring.history_size is the agent's: split among its targets (a ring holds ~0.4 KiB per point).
-            self._ring_points = max(RING_MIN_POINTS, size // len(self.watches))
-            for watch in self.watches.values():
-                watch.size_history(self._ring_points)
-        stale = self._restore(active, recent, self.started_at)
+        self.target_set.size_rings()
+        stale = self.target_set.restore(active, recent, self.started_at)
         self._running = True
         loop = asyncio.get_running_loop()
-        count = len(self.watches)
-        interval = self.settings.monitoring.check_interval
-        for index, watch in enumerate(self.watches.values()):
-            watch.start(loop, self._check_listeners, delay=interval * index / count if count > 1 else 0.0)
+        self.target_set.start(loop)
         if self.roster.has_patterns:
-            self._roster_task = loop.create_task(self._follow_roster(), name="memmon-roster")
+            self._roster_task = loop.create_task(self.target_set.follow_roster(), name="memmon-roster")
         if self.node is not None:
             self._roster_task = loop.create_task(self.node.run(), name="memmon-node")
         self.recorder.start()
@@ -378,48 +309,14 @@ class ProductionMemoryMonitor:
             self.alert_manager.publish(stale)
         for line in summaries(self.settings):
             log.log(logging.WARNING if line.startswith("warning:") else logging.INFO, "%s", line)
+        count = len(self.watches)
         what = self.primary.name if count == 1 else f"{count} targets ({', '.join(self.watches)})"
-        log.info("monitoring %s every %gs (state in %s)", what, interval, self.store.path)
-
-    def _restore(self, active: Sequence[Alert], recent: Sequence[HistoryPoint], now: float) -> list[Alert]:
-        """Each target takes back its firing alerts and recent points; the first also takes the alerts of targets
-        no longer watched, and resolves them (as a single target always has)."""
-        names = set(self.watches)
-        stale: list[Alert] = []
-        for watch in self.watches.values():
-            owned = [
-                a
-                for a in active
-                if a.target == watch.name or (watch is self.primary and a.target not in names)
-            ]
-            stale += watch.restore(owned, recent, now)
-        return stale
-
-    async def _follow_roster(self) -> None:
-        """Re-resolve the patterns: start a watch per new match, forget matches missing too long."""
-        forget_after = self.settings.monitoring.forget_missing_targets_seconds
-        loop = asyncio.get_running_loop()
-        while self._running:
-            await asyncio.sleep(self.roster.interval)
-            try:
-                change = await asyncio.to_thread(self.roster.refresh, set(self.watches))
-            except Exception:  # a broken pattern resolution must not end the agent
-                log.exception("re-resolving the target patterns failed")
-                continue
-            for name, own in change.added:
-                log.info("target %s appeared; watching it", name)
-                watch = self._add_watch(name, own)
-                watch.size_history(self._ring_points)
-                watch.start(loop, self._check_listeners)
-            now = self.monotonic()
-            for name in self.roster.matched(set(self.watches)):
-                watch = self.watches[name]
-                if watch.missing_since is not None and now - watch.missing_since >= forget_after:
-                    log.info("target %s missing for %.0fs; forgotten", name, now - watch.missing_since)
-                    watch.stop()
-                    await watch.wait_stopped(1.0)
-                    await watch.close(1.0)
-                    del self.watches[name]
+        log.info(
+            "monitoring %s every %gs (state in %s)",
+            what,
+            self.settings.monitoring.check_interval,
+            self.store.path,
+        )
 
     async def stop_monitoring(self, wait_seconds: float = 4.0) -> None:
         """Stop the loops, let handlers finish briefly, flush and close the store. Idempotent."""
@@ -431,10 +328,8 @@ class ProductionMemoryMonitor:
             self._roster_task = None
         if self.node is not None:
             await self.node.close()
-        watches = list(self.watches.values())
-        for watch in watches:
-            watch.stop()
-        self.reader.close()  # reads end now, so nothing queues before the final flush
+        watches = self.target_set.stop()
+        self.queries.close()  # reads end now, so nothing queues before the final flush
         await asyncio.gather(*(watch.wait_stopped(wait_seconds / 2) for watch in watches))
         await asyncio.gather(*(watch.close(wait_seconds / 8) for watch in watches))
         await self.alert_manager.drain(wait_seconds / 4)
@@ -573,47 +468,26 @@ class ProductionMemoryMonitor:
 
     async def history_since(self, since: float, target: str | None = None) -> list[HistoryPoint]:
         """A target's samples since ``since`` (epoch seconds): from its ring when it covers the window, else from
-        SQLite."""
+        SQLite (unbounded); the worst target's when none is named."""
         watch = self.watch_named(target)
-        if watch.history.covers(since):
-            return list(watch.history.since(since))
-        points: list[HistoryPoint] = await self.recorder.history(since, target=watch.name)
-        return points
+        return await self.queries.points_since(watch.history, watch.name, since)
 
     async def alerts_since(self, since: float, target: str | None = None) -> list[Alert]:
         """Alert records started, resolved or still firing since ``since`` (newest first), of one target or all."""
-        alerts: list[Alert] = await self.recorder.alerts(since, self.active_alerts())
-        return alerts if target is None else [alert for alert in alerts if alert.target == target]
+        return await self.queries.alerts_since(since, self.active_alerts(), target)
 
     async def history_window(
         self, since: float, max_points: int, target: str | None = None
     ) -> tuple[int, list[HistoryPoint]]:
         """A target's samples since ``since`` as ``(how many, at most max_points of them: peaks and the newest
-        kept)``; the worst target's when none is named.
-
-        From the ring when it covers the window; else downsampled inside SQLite by :attr:`reader` (memory bounded
-        by ``max_points``, off the check's and the writer's threads, interrupted when the caller is cancelled),
-        plus the ring's points not yet in the store. When the store cannot be read, the ring's points alone.
-        """
+        kept)``; the worst target's when none is named (:meth:`HistoryQueries.window`)."""
         watch = self.watch_named(target)
-        history = watch.history
-        if history.covers(since):
-            points = history.since(since)
-            return len(points), await asyncio.to_thread(downsample, points, max_points)
-        try:
-            total, stored = await self.reader.window(since, max_points, target=watch.name)
-        except StoreError as exc:
-            if str(exc) != self._history_problem:  # once per distinct problem, not once per dashboard poll
-                log.warning("history query: %s; answering from memory", exc)
-            self._history_problem = str(exc)
-            points = history.since(since)
-            return len(points), await asyncio.to_thread(downsample, points, max_points)
-        self._history_problem = ""
-        newest = stored[-1].timestamp if stored else -math.inf
-        unflushed = [point for point in history.since(since) if point.timestamp > newest]
-        if not unflushed:
-            return total, stored
-        return total + len(unflushed), await asyncio.to_thread(downsample, stored + unflushed, max_points)
+        return await self.queries.window(watch.history, watch.name, since, max_points)
+
+    @property
+    def reader(self) -> HistoryReader:
+        """The history reader (its own threads and connections, never the check's or the writer's)."""
+        return self.queries.reader
 
     async def count_gc_objects(self) -> tuple[int, float] | None:
         """``(gc-tracked objects, epoch seconds counted)`` now, or from the count less than
@@ -622,22 +496,7 @@ class ProductionMemoryMonitor:
         process = self.primary.process
         if process is None or not process.is_own_process:
             return None
-        if self._gc_count_task is None:
-            if self._gc_count is not None and self.monotonic() - self._gc_counted_at < GC_COUNT_MIN_SECONDS:
-                return self._gc_count
-            self._gc_counted_at = self.monotonic()
-            self._gc_count_task = asyncio.get_running_loop().create_task(
-                self._count_gc(process.count_gc_objects)
-            )
-        return await asyncio.shield(self._gc_count_task)
-
-    async def _count_gc(self, count_objects: Callable[[], int]) -> tuple[int, float]:
-        try:
-            count = await asyncio.to_thread(count_objects)
-            self._gc_count = (count, self.clock())
-            return self._gc_count
-        finally:
-            self._gc_count_task = None
+        return await self._gc_count.get(process.count_gc_objects)
 
     def recent_actions(self) -> list[ActionResult]:
         """The latest automatic and manual action results of every target, newest last."""

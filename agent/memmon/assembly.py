@@ -22,7 +22,8 @@ from memmon.actions.runner import ActionRunner
 from memmon.actions.signals import SignalAction
 from memmon.actions.targets import TargetProcesses
 from memmon.actions.throttle import Throttle
-from memmon.alerting.dispatcher import AlertDispatcher, Backoff
+from memmon.alerting.channelworker import Backoff
+from memmon.alerting.dispatcher import AlertDispatcher
 from memmon.alerting.manager import AlertManager
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.routing import build_channels, build_routing

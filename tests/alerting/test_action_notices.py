@@ -18,7 +18,8 @@ import pytest
 from memmon.alerting.action_notices import ActionNotices, action_outcome, describe
 from memmon.alerting.alertmanager import AlertmanagerChannel
 from memmon.alerting.channel import Channel
-from memmon.alerting.dispatcher import AlertDispatcher, Backoff
+from memmon.alerting.channelworker import Backoff
+from memmon.alerting.dispatcher import AlertDispatcher
 from memmon.alerting.manager import AlertManager
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.spool import AlertSpool

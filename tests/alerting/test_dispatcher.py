@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from memmon.alerting.channel import Channel
-from memmon.alerting.dispatcher import AlertDispatcher, Backoff
+from memmon.alerting.channelworker import Backoff
+from memmon.alerting.dispatcher import AlertDispatcher
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.spool import AlertSpool
 from memmon.alerting.webhook import WebhookChannel

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from memmon.alerting.alertmanager import AlertmanagerChannel
 from memmon.alerting.channel import Delivery, Receipt, StatefulChannel
-from memmon.alerting.dispatcher import AlertDispatcher, Backoff
+from memmon.alerting.channelworker import Backoff
+from memmon.alerting.dispatcher import AlertDispatcher
 from memmon.alerting.kinds import REPLACED_BY, tracks_state
 from memmon.alerting.ratelimit import NotificationLimiter
 from memmon.alerting.spool import AlertSpool

@@ -43,17 +43,6 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def sleeper() -> AsyncIterator[int]:
-    """A small real process (``sleep``) to watch as a second target; killed after the test."""
-    child = await asyncio.create_subprocess_exec("sleep", "600")
-    try:
-        yield child.pid
-    finally:
-        child.kill()
-        await child.wait()
-
-
-@pytest.fixture
 async def two_pids(start_agent, sleeper: int) -> Any:
     """An agent watching this test process as ``big`` (warning at 1 MB: the worst) and a ``sleep`` as ``small``
     (the default thresholds: ok), plus ``host``."""

@@ -3,13 +3,10 @@ agent, as ``target="host"``, and as the target's own by a single-target agent, a
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from memmon.exposition.metrics import target_families
@@ -32,17 +29,6 @@ def series(text: str, name: str) -> list[dict[str, str]]:
         if family.name == name:
             out += [{**sample.labels, "value": str(sample.value)} for sample in family.samples]
     return out
-
-
-@pytest.fixture
-async def sleeper() -> AsyncIterator[int]:
-    """A ``sleep`` child's pid, killed afterwards."""
-    child = await asyncio.create_subprocess_exec("sleep", "600")
-    try:
-        yield child.pid
-    finally:
-        child.kill()
-        await child.wait()
 
 
 def two_targets(sleeper: int, **more: Any) -> dict[str, Any]:

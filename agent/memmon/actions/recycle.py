@@ -3,7 +3,7 @@
 The kernel's OOM killer takes the fattest process and costs the request it was serving; restarting the whole
 server costs every in-flight request and a stall while all workers boot. A worker told to finish its request and
 exit costs nothing: the master forks a fresh one while the others keep serving. The graceful-exit signal is the
-server's own (the presets in ``memmon.config.sections.SERVER_PRESETS`` cite where each is defined).
+server's own (the presets in ``memmon.config.actions.SERVER_PRESETS`` cite where each is defined).
 
 ``WorkerRecycle.restart()`` (the ``recycle`` graceful-restart strategy) picks the worker with the largest unique
 set size (what its exit frees), signals it, waits up to ``grace_seconds`` for it to exit (SIGKILL after that only

@@ -1,10 +1,10 @@
 """Deliveries held in memory while the durable spool cannot be written (disk full, file system read-only).
 
-A notification the spool refuses is not dropped: the dispatcher keeps it here, delivers it from here like a
+A notification the spool refuses is not dropped: the delivery backlog keeps it here, delivers it from here like a
 spooled one, and hands it over to the spool as soon as a write succeeds again. Entries look like
-:class:`~memmon.alerting.spool.SpoolEntry` with NEGATIVE ids, so the dispatcher tells the two apart by the sign.
+:class:`~memmon.alerting.spool.SpoolEntry` with NEGATIVE ids, so the backlog tells the two apart by the sign.
 
-Nothing here survives the process: the dispatcher reports the spool degraded (and each channel holding entries
+Nothing here survives the process: the spool is reported degraded (and each channel holding entries
 here) for as long as it holds any. The bound per channel follows the spool's rule: beyond it the lowest
 severity goes first, oldest first, and an emergency is never dropped.
 """

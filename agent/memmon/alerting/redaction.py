@@ -1,7 +1,7 @@
 """The one place where credentials are scrubbed from what leaves a delivery channel.
 
-Every failure reason and receipt detail a channel produces passes through :func:`send_redacted` (the dispatcher
-and the test-alert paths both send through it) before it reaches ``/health`` (``last_error``), the log, the
+Every failure reason and receipt detail a channel produces passes through :func:`send_redacted` (the channel
+workers and the test-alert paths both send through it) before it reaches ``/health`` (``last_error``), the log, the
 metrics or the test-alert answer. Receivers and proxies echo requests in their error pages, so the scrubbing
 does not rely on the channels being careful: a channel's :meth:`~SecretKeeper.secrets` (its URL's credentials,
 token-like path and query; the SMTP password) and the generic credential forms of

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from memmon.alerting.channel import Receipt
-from memmon.alerting.dispatcher import ChannelReport
+from memmon.alerting.channelhealth import ChannelReport
 from memmon.config import Settings
 from memmon.model import ActionResult, Alert, Degradation, Evaluation, HistoryPoint, Level, LimitPrediction
 from memmon.telemetry import Telemetry

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from memmon.alerting.dispatcher import ChannelReport
+from memmon.alerting.channelhealth import ChannelReport
 from memmon.exposition.metrics.families import counter
 from memmon.telemetry import DELIVERY_OUTCOMES, REPUSH_OUTCOMES, Telemetry
 
