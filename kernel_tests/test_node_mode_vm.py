@@ -125,7 +125,10 @@ def _config(vm: VM, restart: str) -> str:
         "monitoring": {"check_interval": 1.0},
         "thresholds": THRESHOLDS,
         "auto_response": {
-            "emergency_actions": {"graceful_restart": {"grace_seconds": 5, "cooldown_seconds": 30}}
+            # The stand-in's eviction kills nothing, so the leak goes on: after the cool-down memmon evicts again
+            # (rightly). The cool-down outlasts the test, so "one restart" is what every read sees; with 30 s, a
+            # slow VM once read /health's actions before the second eviction and /metrics after it.
+            "emergency_actions": {"graceful_restart": {"grace_seconds": 5, "cooldown_seconds": 600}}
         },
         "node": {"enabled": True, "name": NODE, "cgroup_root": "/sys/fs/cgroup", "restart": restart},
     }
